@@ -1,0 +1,40 @@
+//! The state every handler can reach: backing services and configuration, nothing else.
+//! No field holds data that another instance would need: that is what makes instances
+//! interchangeable behind the load balancer.
+
+use std::sync::Arc;
+
+use crate::config::ServeConfig;
+use crate::db::Db;
+use crate::redis_client::RedisClient;
+use crate::shutdown::Lifecycle;
+use crate::storage::Storage;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub db: Db,
+    pub redis: RedisClient,
+    pub storage: Storage,
+    pub lifecycle: Lifecycle,
+}
+
+impl AppState {
+    /// Builds clients for every backing service without connecting to any of them.
+    pub fn new(config: ServeConfig) -> anyhow::Result<Self> {
+        let db = Db::connect_lazy(&config.database, &config.instance.id)?;
+        let redis = RedisClient::new(&config.redis)?;
+        let storage = Storage::new(&config.storage);
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            redis,
+            storage,
+            lifecycle: Lifecycle::default(),
+        })
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.config.instance.id
+    }
+}

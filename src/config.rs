@@ -1,0 +1,513 @@
+//! Typed configuration, read from environment variables only (12-factor).
+//!
+//! Every process type reads the concerns it needs; each concern is a struct parsed once at
+//! start. A missing or malformed variable stops the process with one line naming it.
+//! `.env.example` at the repository root documents every variable below.
+//!
+//! | variable | concern | default |
+//! |---|---|---|
+//! | `SCALEOUT_INSTANCE_ID` | instance | the host name |
+//! | `SCALEOUT_HTTP_ADDR` | http | `127.0.0.1:8080` |
+//! | `SCALEOUT_METRICS_ADDR` | internal listener | `127.0.0.1:9180` |
+//! | `HTTP_REQUEST_TIMEOUT_MS` | http | `15000` |
+//! | `HTTP_BODY_LIMIT_BYTES` | http | `1048576` |
+//! | `SHUTDOWN_DRAIN_SECS` | shutdown | `5` |
+//! | `SHUTDOWN_GRACE_SECS` | shutdown | `10` |
+//! | `DATABASE_URL` | database | required |
+//! | `DATABASE_REPLICA_URL` | database | `DATABASE_URL` |
+//! | `DATABASE_POOL_MAX` | database | `10` |
+//! | `DATABASE_REPLICA_POOL_MAX` | database | `DATABASE_POOL_MAX` |
+//! | `DATABASE_ACQUIRE_TIMEOUT_MS` | database | `2000` |
+//! | `DATABASE_STATEMENT_TIMEOUT_MS` | database | `5000` |
+//! | `REDIS_URL` | redis | required |
+//! | `REDIS_TIMEOUT_MS` | redis | `1000` |
+//! | `S3_ENDPOINT` | storage | the AWS endpoint for the region |
+//! | `S3_REGION` | storage | `us-east-1` |
+//! | `S3_BUCKET` | storage | required |
+//! | `S3_ACCESS_KEY_ID` | storage | required |
+//! | `S3_SECRET_ACCESS_KEY` | storage | required |
+//! | `S3_FORCE_PATH_STYLE` | storage | `true` |
+//! | `S3_TIMEOUT_MS` | storage | `5000` |
+//! | `READY_CHECK_TIMEOUT_MS` | readiness | `1000` |
+//! | `LOG_FORMAT` | logs | `json` (`pretty` for humans) |
+//! | `RUST_LOG` | logs | `info` |
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A configuration problem, reported as one line: the variable and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+/// A value that must never reach a log line or an error message (passwords, keys, URLs that
+/// embed credentials). `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The only way to read the value: greppable, so every use is deliberate.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where variables come from. Production reads the process environment; tests pass a map so
+/// they never mutate global state shared by parallel tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<S: std::hash::BuildHasher> Source for std::collections::HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+/// Reads typed variables from a [`Source`], treating an empty value as unset.
+struct Reader<'a>(&'a dyn Source);
+
+impl Reader<'_> {
+    fn raw(&self, var: &str) -> Option<String> {
+        self.0.get(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        self.raw(var).ok_or_else(|| ConfigError {
+            var,
+            problem: "is not set".into(),
+        })
+    }
+
+    fn parse<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|e| ConfigError {
+                var,
+                problem: format!("cannot parse {value:?}: {e}"),
+            }),
+        }
+    }
+
+    /// A positive number of milliseconds (or seconds, with `unit`).
+    fn duration(
+        &self,
+        var: &'static str,
+        default: u64,
+        unit: fn(u64) -> Duration,
+    ) -> Result<Duration, ConfigError> {
+        let n: u64 = self.parse(var, default)?;
+        if n == 0 {
+            return Err(ConfigError {
+                var,
+                problem: "must be greater than zero".into(),
+            });
+        }
+        Ok(unit(n))
+    }
+
+    fn positive(&self, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+        let n = self.parse(var, default)?;
+        if n == 0 {
+            return Err(ConfigError {
+                var,
+                problem: "must be greater than zero".into(),
+            });
+        }
+        Ok(n)
+    }
+
+    fn url(&self, var: &'static str, schemes: &[&str]) -> Result<Secret, ConfigError> {
+        let value = self.required(var)?;
+        check_scheme(var, &value, schemes)?;
+        Ok(Secret::new(value))
+    }
+}
+
+fn check_scheme(var: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let scheme = value.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some(s) if schemes.contains(&s) => Ok(()),
+        // The value may hold a password: name the expected schemes, never echo it.
+        _ => Err(ConfigError {
+            var,
+            problem: format!("must be a URL starting with {}://", schemes.join(":// or ")),
+        }),
+    }
+}
+
+/// Identity of this process in logs, metrics, `X-Instance-Id` and Postgres' `application_name`.
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    pub id: String,
+}
+
+impl InstanceConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        let id = match r.raw("SCALEOUT_INSTANCE_ID") {
+            Some(id) => id,
+            // In containers the host name is unique per replica, which is what we want.
+            None => std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "scaleout".into()),
+        };
+        let valid = id.len() <= 63
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !valid {
+            return Err(ConfigError {
+                var: "SCALEOUT_INSTANCE_ID",
+                problem: "must be at most 63 characters of letters, digits, '-', '_' or '.'".into(),
+            });
+        }
+        Ok(Self { id })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+}
+
+impl HttpConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        Ok(Self {
+            addr: r.parse("SCALEOUT_HTTP_ADDR", ([127, 0, 0, 1], 8080).into())?,
+            request_timeout: r.duration(
+                "HTTP_REQUEST_TIMEOUT_MS",
+                15_000,
+                Duration::from_millis,
+            )?,
+            body_limit_bytes: r.positive("HTTP_BODY_LIMIT_BYTES", 1024 * 1024)? as usize,
+        })
+    }
+}
+
+/// The internal listener: Prometheus metrics and the process' own health, never proxied.
+#[derive(Debug, Clone)]
+pub struct InternalConfig {
+    pub addr: SocketAddr,
+}
+
+impl InternalConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        Ok(Self {
+            addr: r.parse("SCALEOUT_METRICS_ADDR", ([127, 0, 0, 1], 9180).into())?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ShutdownConfig {
+    /// How long `/health` reports 503 while still serving, so load balancers move away first.
+    pub drain: Duration,
+    /// How long in-flight work may take once the listener has closed.
+    pub grace: Duration,
+}
+
+impl ShutdownConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        let drain_secs: u64 = r.parse("SHUTDOWN_DRAIN_SECS", 5)?;
+        Ok(Self {
+            // Zero is allowed: a process with no load balancer in front need not wait.
+            drain: Duration::from_secs(drain_secs),
+            grace: r.duration("SHUTDOWN_GRACE_SECS", 10, Duration::from_secs)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub primary_url: Secret,
+    pub replica_url: Secret,
+    pub primary_pool_max: u32,
+    pub replica_pool_max: u32,
+    pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        const SCHEMES: &[&str] = &["postgres", "postgresql"];
+        let primary_url = r.url("DATABASE_URL", SCHEMES)?;
+        // Without a replica the read pool points at the primary: still read-only, so code
+        // that wrongly writes through `read` fails in development exactly as in production.
+        let replica_url = match r.raw("DATABASE_REPLICA_URL") {
+            Some(_) => r.url("DATABASE_REPLICA_URL", SCHEMES)?,
+            None => primary_url.clone(),
+        };
+        let primary_pool_max = r.positive("DATABASE_POOL_MAX", 10)?;
+        Ok(Self {
+            primary_url,
+            replica_url,
+            primary_pool_max,
+            replica_pool_max: r.positive("DATABASE_REPLICA_POOL_MAX", primary_pool_max)?,
+            acquire_timeout: r.duration(
+                "DATABASE_ACQUIRE_TIMEOUT_MS",
+                2_000,
+                Duration::from_millis,
+            )?,
+            statement_timeout: r.duration(
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+                5_000,
+                Duration::from_millis,
+            )?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: Secret,
+    /// Bound on connecting and on every command: Redis being away must never hang a request.
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        Ok(Self {
+            url: r.url("REDIS_URL", &["redis", "rediss"])?,
+            timeout: r.duration("REDIS_TIMEOUT_MS", 1_000, Duration::from_millis)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    /// Path-style addressing (`endpoint/bucket/key`): what Garage and MinIO expect.
+    pub force_path_style: bool,
+    pub timeout: Duration,
+}
+
+impl StorageConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        let endpoint = match r.raw("S3_ENDPOINT") {
+            Some(e) => {
+                check_scheme("S3_ENDPOINT", &e, &["http", "https"])?;
+                Some(e)
+            }
+            None => None,
+        };
+        Ok(Self {
+            endpoint,
+            region: r.raw("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            bucket: r.required("S3_BUCKET")?,
+            access_key_id: r.required("S3_ACCESS_KEY_ID")?,
+            secret_access_key: Secret::new(r.required("S3_SECRET_ACCESS_KEY")?),
+            force_path_style: r.parse("S3_FORCE_PATH_STYLE", true)?,
+            timeout: r.duration("S3_TIMEOUT_MS", 5_000, Duration::from_millis)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadyConfig {
+    /// Each dependency check in `/ready` gives up after this long and reports the dependency down.
+    pub check_timeout: Duration,
+}
+
+impl ReadyConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        Ok(Self {
+            check_timeout: r.duration("READY_CHECK_TIMEOUT_MS", 1_000, Duration::from_millis)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl LogConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        let format = match r.raw("LOG_FORMAT").as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "LOG_FORMAT",
+                    problem: format!("must be json or pretty, not {other:?}"),
+                });
+            }
+        };
+        Ok(Self {
+            format,
+            filter: r.raw("RUST_LOG").unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+/// Everything `scaleout serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub instance: InstanceConfig,
+    pub http: HttpConfig,
+    pub internal: InternalConfig,
+    pub shutdown: ShutdownConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub storage: StorageConfig,
+    pub ready: ReadyConfig,
+}
+
+impl ServeConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            instance: InstanceConfig::from_source(source)?,
+            http: HttpConfig::from_source(source)?,
+            internal: InternalConfig::from_source(source)?,
+            shutdown: ShutdownConfig::from_source(source)?,
+            database: DatabaseConfig::from_source(source)?,
+            redis: RedisConfig::from_source(source)?,
+            storage: StorageConfig::from_source(source)?,
+            ready: ReadyConfig::from_source(source)?,
+        })
+    }
+}
+
+/// Everything `scaleout worker` needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub instance: InstanceConfig,
+    pub internal: InternalConfig,
+    pub shutdown: ShutdownConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub storage: StorageConfig,
+    pub ready: ReadyConfig,
+}
+
+impl WorkerConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            instance: InstanceConfig::from_source(source)?,
+            internal: InternalConfig::from_source(source)?,
+            shutdown: ShutdownConfig::from_source(source)?,
+            database: DatabaseConfig::from_source(source)?,
+            redis: RedisConfig::from_source(source)?,
+            storage: StorageConfig::from_source(source)?,
+            ready: ReadyConfig::from_source(source)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_required_variable_is_named() {
+        let err = DatabaseConfig::from_source(&source(&[])).unwrap_err();
+        assert_eq!(err.to_string(), "DATABASE_URL: is not set");
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_echoing_its_credentials() {
+        let err =
+            DatabaseConfig::from_source(&source(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]))
+                .unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_replica_defaults_to_the_primary() {
+        let cfg = DatabaseConfig::from_source(&source(&[("DATABASE_URL", "postgres://h/db")]))
+            .expect("valid");
+        assert_eq!(cfg.replica_url, cfg.primary_url);
+        assert_eq!(cfg.replica_pool_max, 10);
+    }
+
+    #[test]
+    fn a_malformed_number_is_named_with_its_value() {
+        let err =
+            HttpConfig::from_source(&source(&[("HTTP_REQUEST_TIMEOUT_MS", "soon")])).unwrap_err();
+        assert_eq!(err.var, "HTTP_REQUEST_TIMEOUT_MS");
+        assert!(err.problem.contains("\"soon\""), "{err}");
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let err = RedisConfig::from_source(&source(&[
+            ("REDIS_URL", "redis://h"),
+            ("REDIS_TIMEOUT_MS", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "REDIS_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn unknown_log_formats_are_refused() {
+        let err = LogConfig::from_source(&source(&[("LOG_FORMAT", "xml")])).unwrap_err();
+        assert_eq!(err.var, "LOG_FORMAT");
+    }
+}

@@ -1,0 +1,147 @@
+//! `/health` (liveness) and `/ready` (readiness), the two questions a load balancer asks.
+//!
+//! Liveness does no I/O: a database outage must not make an orchestrator restart healthy
+//! processes. Readiness checks every dependency, concurrently and each within a short timeout,
+//! so the answer is fast even when something hangs.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::shutdown::Lifecycle;
+
+#[derive(Debug, Serialize)]
+pub struct Health<'a> {
+    pub status: &'static str,
+    pub instance: &'a str,
+}
+
+/// 200 while the process runs, 503 from the moment it starts draining.
+pub fn health_response(lifecycle: &Lifecycle, instance: &str) -> Response {
+    if lifecycle.is_draining() {
+        let body = Health {
+            status: "draining",
+            instance,
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    } else {
+        let body = Health {
+            status: "ok",
+            instance,
+        };
+        (StatusCode::OK, Json(body)).into_response()
+    }
+}
+
+pub async fn health(State(state): State<AppState>) -> Response {
+    health_response(&state.lifecycle, state.instance_id())
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub status: &'static str,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Readiness<'a> {
+    pub status: &'static str,
+    pub instance: &'a str,
+    /// The dependencies that failed their check, so a 503 names its cause at a glance.
+    pub down: Vec<&'static str>,
+    pub checks: BTreeMap<&'static str, Check>,
+}
+
+/// Runs one dependency check within `timeout`; a failure is logged here with its cause and
+/// reported in the body only by kind, so `/ready` never leaks addresses or messages.
+pub async fn check<F, E>(name: &'static str, timeout: Duration, fut: F) -> (&'static str, Check)
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let start = Instant::now();
+    let outcome = tokio::time::timeout(timeout, fut).await;
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let check = match outcome {
+        Ok(Ok(())) => Check {
+            status: "up",
+            latency_ms,
+            error: None,
+        },
+        Ok(Err(e)) => {
+            tracing::warn!(dependency = name, error = %e, "readiness check failed");
+            Check {
+                status: "down",
+                latency_ms,
+                error: Some("error"),
+            }
+        }
+        Err(_) => {
+            tracing::warn!(dependency = name, ?timeout, "readiness check timed out");
+            Check {
+                status: "down",
+                latency_ms,
+                error: Some("timeout"),
+            }
+        }
+    };
+    (name, check)
+}
+
+/// Shapes the readiness answer from the checks that ran.
+pub fn readiness_response(
+    lifecycle: &Lifecycle,
+    instance: &str,
+    checks: impl IntoIterator<Item = (&'static str, Check)>,
+) -> Response {
+    let checks: BTreeMap<_, _> = checks.into_iter().collect();
+    let down: Vec<_> = checks
+        .iter()
+        .filter(|(_, c)| c.status != "up")
+        .map(|(name, _)| *name)
+        .collect();
+    let (status, code) = if lifecycle.is_draining() {
+        ("draining", StatusCode::SERVICE_UNAVAILABLE)
+    } else if down.is_empty() {
+        ("ready", StatusCode::OK)
+    } else {
+        ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
+    };
+    let body = Readiness {
+        status,
+        instance,
+        down,
+        checks,
+    };
+    (code, Json(body)).into_response()
+}
+
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let timeout = state.config.ready.check_timeout;
+    let select_one = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i32>("select 1")
+            .fetch_one(&pool)
+            .await
+            .map(|_| ())
+    };
+    let (primary, replica, redis, storage) = tokio::join!(
+        check("primary", timeout, select_one(state.db.write().clone())),
+        check("replica", timeout, select_one(state.db.replica().clone())),
+        check("redis", timeout, state.redis.ping()),
+        check("storage", timeout, state.storage.check()),
+    );
+    readiness_response(
+        &state.lifecycle,
+        state.instance_id(),
+        [primary, replica, redis, storage],
+    )
+}

@@ -1,0 +1,106 @@
+//! Per-request middleware: the request span and its one log line, HTTP metrics, the request
+//! timeout, and the `Connection: close` that lets a draining instance shed keep-alive clients.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::error::Problem;
+
+/// The label for requests that matched no route: one value however many random paths arrive,
+/// so a 404 flood cannot blow up the number of metric series.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Wraps each request in a span carrying its id, instance, method and route template, and
+/// logs one line when the response is ready. Also records the HTTP metrics, from the same
+/// measurements, so logs and metrics never disagree.
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        instance = %state.instance_id(),
+        method = %method,
+        route = %route,
+    );
+
+    let in_flight = metrics::gauge!("http_requests_in_flight");
+    in_flight.increment(1.0);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    in_flight.decrement(1.0);
+
+    let latency = start.elapsed();
+    let status = response.status().as_u16();
+    metrics::counter!(
+        "http_requests_total",
+        "route" => route.clone(), "method" => method.clone(), "status" => status.to_string(),
+    )
+    .increment(1);
+    metrics::histogram!(
+        "http_request_duration_seconds",
+        "route" => route.clone(), "method" => method.clone(),
+    )
+    .record(latency.as_secs_f64());
+
+    if state.lifecycle.is_draining() {
+        // The load balancer keeps idle upstream connections open; closing them now moves its
+        // next requests to other instances before this one stops accepting.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+
+    span.in_scope(|| {
+        tracing::info!(
+            request_id = %request_id,
+            instance = %state.instance_id(),
+            method = %method,
+            route = %route,
+            status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            "request completed"
+        );
+    });
+    response
+}
+
+/// Answers 503 problem+json when a handler outlives the configured request timeout. The
+/// handler's future is dropped, which cancels its pending I/O.
+pub async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.http.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?limit, "request timed out");
+            Problem::timeout().into_response()
+        }
+    }
+}
+
+/// Turns a panic in a handler into a 500 problem+json; the panic itself is logged.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(panic = %message, "handler panicked");
+    Problem::internal().into_response()
+}

@@ -1,0 +1,15 @@
+//! scaleout: a reference SaaS backend that shows, working and tested, the patterns of
+//! scaling a backend horizontally. See DESIGN.md for the map of patterns to modules.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod internal;
+pub mod redis_client;
+pub mod shutdown;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,102 @@
+//! The one binary, with one subcommand per process type (12-factor).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use scaleout::config::{
+    ConfigError, DatabaseConfig, LogConfig, ProcessEnv, ServeConfig, WorkerConfig,
+};
+use scaleout::{db, shutdown, startup, telemetry, worker};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scaleout",
+    version,
+    about = "A reference horizontally scaled SaaS backend"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (run as many as you like).
+    Serve,
+    /// Run background jobs (scaled independently of serve).
+    Worker,
+    /// Apply migrations/ to the primary, once per deploy.
+    Migrate,
+}
+
+/// Start-up failures are printed as one line, never as a panic with a backtrace.
+enum Failure {
+    Config(ConfigError),
+    Runtime(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Runtime(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("scaleout: configuration error: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            tracing::error!(error = format!("{e:#}"), "exiting on error");
+            eprintln!("scaleout: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let env = ProcessEnv;
+    telemetry::init_logs(&LogConfig::from_source(&env)?);
+    // Parse all configuration before starting the runtime: a bad variable fails in
+    // milliseconds, before any connection is attempted.
+    let runtime = tokio::runtime::Runtime::new().map_err(anyhow::Error::from)?;
+    match cli.command {
+        Command::Serve => {
+            let config = ServeConfig::from_source(&env)?;
+            runtime.block_on(async {
+                let app = startup::Application::build(config).await?;
+                app.run_until(shutdown::shutdown_signal()).await
+            })?;
+        }
+        Command::Worker => {
+            let config = WorkerConfig::from_source(&env)?;
+            runtime.block_on(worker::run(config))?;
+        }
+        Command::Migrate => {
+            let config = DatabaseConfig::from_source(&env)?;
+            runtime.block_on(async {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(config.acquire_timeout)
+                    .connect(config.primary_url.expose())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot connect to the primary: {e}"))?;
+                db::migrate(&pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+                tracing::info!("migrations applied");
+                anyhow::Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}

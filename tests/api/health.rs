@@ -1,0 +1,152 @@
+//! `/health`, `/ready`, the ids every response carries, and the start of a graceful shutdown.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_answers_ok_with_the_instance_id() {
+    let app = spawn_app().await;
+
+    let response = app.get("/health").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let instance = app.state.instance_id().to_owned();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["instance"], instance);
+}
+
+#[tokio::test]
+async fn ready_reports_every_dependency_up() {
+    let app = spawn_app().await;
+
+    let response = app.get("/ready").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "ready");
+    for dependency in ["primary", "replica", "redis", "storage"] {
+        assert_eq!(
+            body["checks"][dependency]["status"], "up",
+            "{dependency}: {body}"
+        );
+    }
+    assert_eq!(body["down"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_the_instance_id() {
+    let app = spawn_app().await;
+
+    let generated = app.get("/health").await;
+    let echoed = app
+        .client
+        .get(app.url("/no-such-route"))
+        .header("x-request-id", "req-from-the-edge")
+        .send()
+        .await
+        .expect("answers");
+
+    let id = generated.headers()["x-request-id"].to_str().expect("ascii");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "a fresh uuid, got {id}");
+    assert_eq!(echoed.headers()["x-request-id"], "req-from-the-edge");
+    for response in [&generated, &echoed] {
+        assert_eq!(response.headers()["x-instance-id"], app.state.instance_id());
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_are_problem_json_404s() {
+    let app = spawn_app().await;
+
+    let response = app.get("/no-such-route").await;
+
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], 404);
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/not-found"))
+    );
+}
+
+#[tokio::test]
+async fn an_oversize_body_is_refused_with_413() {
+    let app = spawn_app_with(&[("HTTP_BODY_LIMIT_BYTES", "1024")]).await;
+
+    let response = app
+        .client
+        .post(app.url("/api/v1"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .expect("answers");
+
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_503_at_once_then_stops_and_exits_cleanly() {
+    let mut app = spawn_app_with(&[("SHUTDOWN_DRAIN_SECS", "2")]).await;
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+
+    app.signal_shutdown();
+
+    // Draining: /health says 503, other requests are still served, with Connection: close.
+    let draining = eventually("health turns 503", Duration::from_secs(2), || async {
+        let r = app.get("/health").await;
+        (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+    })
+    .await;
+    let body: Value = draining.json().await.expect("json");
+    assert_eq!(body["status"], "draining");
+    let served = app.get("/api/v1").await;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.headers()["connection"], "close");
+
+    // After the drain the process stops on its own, without error.
+    let result = tokio::time::timeout(Duration::from_secs(15), app.stopped)
+        .await
+        .expect("stops within drain plus grace")
+        .expect("the server task does not panic");
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        reqwest::get(format!("http://{}/health", app.addr))
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_listener_is_separate_and_labels_routes_by_template() {
+    let app = spawn_app().await;
+    app.get("/health").await;
+
+    let metrics = app
+        .client
+        .get(format!("http://{}/metrics", app.internal_addr))
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    assert!(metrics.contains("route=\"/health\""), "{metrics}");
+    assert_eq!(
+        app.get("/metrics").await.status(),
+        StatusCode::NOT_FOUND,
+        "metrics are not served on the public port"
+    );
+}

@@ -1,0 +1,216 @@
+//! Test plumbing: the topology's addresses, an in-process app on port 0, stack control,
+//! and polling with a deadline (never a bare sleep standing in for readiness).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use scaleout::app::AppState;
+use scaleout::config::{LogConfig, ServeConfig};
+use scaleout::startup::Application;
+use tokio::sync::oneshot;
+
+/// Reads a variable the test script exports from `stack env`.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test, which starts the topology")
+    })
+}
+
+/// The topology's public entry point (nginx).
+pub fn edge_url() -> String {
+    env("SCALEOUT_URL")
+}
+
+/// The instances behind nginx, in order app1, app2, app3.
+pub fn instance_urls() -> Vec<String> {
+    env("SCALEOUT_INSTANCES")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a reqwest client builds")
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or panics naming `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{what}: not reached within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs a `deploy/local/stack` command against the test topology and returns its stdout.
+pub fn stack(args: &[&str]) -> String {
+    let output = Command::new(env("SCALEOUT_STACK"))
+        .args(args)
+        .output()
+        .expect("deploy/local/stack runs");
+    assert!(
+        output.status.success(),
+        "stack {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// An instance of `scaleout serve` running inside the test process, on port 0, against the
+/// topology's real Postgres, Redis and S3.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub internal_addr: SocketAddr,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    pub stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the in-process app answers")
+    }
+
+    /// Sends the shutdown signal, as SIGTERM would.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Configuration for an in-process app: the topology's services, ports chosen by the OS.
+pub fn test_config(overrides: &[(&str, &str)]) -> ServeConfig {
+    let mut vars: HashMap<String, String> = std::env::vars().collect();
+    let instance = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    vars.insert("SCALEOUT_INSTANCE_ID".into(), instance);
+    vars.insert("SCALEOUT_HTTP_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("SCALEOUT_METRICS_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("SHUTDOWN_DRAIN_SECS".into(), "0".into());
+    for (k, v) in overrides {
+        vars.insert((*k).into(), (*v).into());
+    }
+    ServeConfig::from_source(&vars).expect("the test configuration is valid")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    // Silent unless asked: `TEST_LOG=1 scripts/test` shows every log line.
+    if std::env::var_os("TEST_LOG").is_some() {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        scaleout::telemetry::init_logs(&LogConfig::from_source(&vars).expect("log config"));
+    }
+    let app = Application::build(test_config(overrides))
+        .await
+        .expect("the app builds");
+    let addr = app.addr();
+    let internal_addr = app.internal_addr();
+    let state = app.state().clone();
+    let (stop, stopped_rx) = oneshot::channel::<()>();
+    let stopped = tokio::spawn(app.run_until(async move {
+        let _ = stopped_rx.await;
+    }));
+    TestApp {
+        addr,
+        internal_addr,
+        state,
+        client: client(),
+        stop: Some(stop),
+        stopped,
+    }
+}
+
+/// A steady stream of GETs from a few concurrent clients, counting every response that is not
+/// a 200. Bounded: it stops on request, and on its own after `limit`.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(url: String, clients: usize, limit: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures, url) =
+                    (stop.clone(), ok.clone(), failures.clone(), url.clone());
+                tokio::spawn(async move {
+                    let client = client();
+                    let end = tokio::time::Instant::now() + limit;
+                    // Paced, so the stream is steady rather than a benchmark of the machine.
+                    let mut tick = tokio::time::interval(Duration::from_millis(10));
+                    while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < end {
+                        tick.tick().await;
+                        match client.get(&url).send().await {
+                            Ok(r) if r.status() == reqwest::StatusCode::OK => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => failures
+                                .lock()
+                                .expect("not poisoned")
+                                .push(format!("status {}", r.status())),
+                            Err(e) => failures
+                                .lock()
+                                .expect("not poisoned")
+                                .push(format!("error {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failures,
+            tasks,
+        }
+    }
+
+    pub fn ok_count(&self) -> u64 {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Stops the clients and returns (successful responses, failures).
+    pub async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("a traffic client does not panic");
+        }
+        let failures = self.failures.lock().expect("not poisoned").clone();
+        (self.ok.load(Ordering::SeqCst), failures)
+    }
+}

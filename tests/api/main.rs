@@ -1,0 +1,11 @@
+//! The one integration-test binary (one link step; see DESIGN.md, Testing).
+//!
+//! Run through `scripts/test`, which brings up a topology of its own and exports its
+//! addresses. `topology::` tests stop and kill real processes, so the script runs them
+//! alone, one at a time, after everything else.
+
+mod helpers;
+
+mod health;
+mod replication;
+mod topology;
