@@ -115,6 +115,11 @@ async fn a_killed_instance_loses_no_request_and_serves_again_once_restarted() {
     .await;
 
     stack(&["kill", "app1"]);
+    let app1 = instance_urls()[0].clone();
+    assert!(
+        client().get(format!("{app1}/health")).send().await.is_err(),
+        "app1 is really gone"
+    );
     let before = traffic.ok_count();
     eventually(
         "traffic flowing after the kill",
