@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::accounts::session::Sessions;
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::redis_client::RedisClient;
@@ -16,20 +17,23 @@ pub struct AppState {
     pub db: Db,
     pub redis: RedisClient,
     pub storage: Storage,
+    pub sessions: Sessions,
     pub lifecycle: Lifecycle,
 }
 
 impl AppState {
-    /// Builds clients for every backing service without connecting to any of them.
+    /// Builds clients for every backing service without waiting for any of them.
     pub fn new(config: ServeConfig) -> anyhow::Result<Self> {
         let db = Db::connect_lazy(&config.database, &config.instance.id)?;
         let redis = RedisClient::new(&config.redis)?;
         let storage = Storage::new(&config.storage);
+        let sessions = Sessions::new(&config.redis, redis.clone())?;
         Ok(Self {
             config: Arc::new(config),
             db,
             redis,
             storage,
+            sessions,
             lifecycle: Lifecycle::default(),
         })
     }

@@ -29,6 +29,13 @@
 //! | `S3_FORCE_PATH_STYLE` | storage | `true` |
 //! | `S3_TIMEOUT_MS` | storage | `5000` |
 //! | `READY_CHECK_TIMEOUT_MS` | readiness | `1000` |
+//! | `SESSION_COOKIE_SECURE` | auth | `true` (`false` only for plain-http local use) |
+//! | `SESSION_INACTIVITY_SECS` | auth | `1800` |
+//! | `ALLOWED_ORIGINS` | auth | empty: no browser origin may change state |
+//! | `TRUST_PROXY_HEADERS` | auth | `false` (`true` behind nginx, which sets `X-Real-IP`) |
+//! | `LOGIN_MAX_FAILURES_PER_ACCOUNT` | auth | `5` |
+//! | `LOGIN_MAX_FAILURES_PER_ADDRESS` | auth | `50` |
+//! | `LOGIN_FAILURE_WINDOW_SECS` | auth | `900` |
 //! | `LOG_FORMAT` | logs | `json` (`pretty` for humans) |
 //! | `RUST_LOG` | logs | `info` |
 
@@ -360,6 +367,55 @@ impl ReadyConfig {
     }
 }
 
+/// Sessions, cross-site protection and login throttling.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Sends the session cookie over HTTPS only. Off only for plain-http local use.
+    pub cookie_secure: bool,
+    /// A session unused for this long expires (each request extends it).
+    pub session_inactivity: Duration,
+    /// Browser origins allowed to make state-changing requests (`https://app.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Take the client address from `X-Real-IP`; only behind a proxy that always sets it.
+    pub trust_proxy_headers: bool,
+    pub login_max_failures_per_account: u64,
+    pub login_max_failures_per_address: u64,
+    pub login_failure_window: Duration,
+}
+
+impl AuthConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        let allowed_origins = r
+            .raw("ALLOWED_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect::<Vec<_>>();
+        for origin in &allowed_origins {
+            check_scheme("ALLOWED_ORIGINS", origin, &["http", "https"])?;
+        }
+        Ok(Self {
+            cookie_secure: r.parse("SESSION_COOKIE_SECURE", true)?,
+            session_inactivity: r.duration("SESSION_INACTIVITY_SECS", 1800, Duration::from_secs)?,
+            allowed_origins,
+            trust_proxy_headers: r.parse("TRUST_PROXY_HEADERS", false)?,
+            login_max_failures_per_account: u64::from(
+                r.positive("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)?,
+            ),
+            login_max_failures_per_address: u64::from(
+                r.positive("LOGIN_MAX_FAILURES_PER_ADDRESS", 50)?,
+            ),
+            login_failure_window: r.duration(
+                "LOGIN_FAILURE_WINDOW_SECS",
+                900,
+                Duration::from_secs,
+            )?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -403,6 +459,7 @@ pub struct ServeConfig {
     pub redis: RedisConfig,
     pub storage: StorageConfig,
     pub ready: ReadyConfig,
+    pub auth: AuthConfig,
 }
 
 impl ServeConfig {
@@ -416,6 +473,7 @@ impl ServeConfig {
             redis: RedisConfig::from_source(source)?,
             storage: StorageConfig::from_source(source)?,
             ready: ReadyConfig::from_source(source)?,
+            auth: AuthConfig::from_source(source)?,
         })
     }
 }

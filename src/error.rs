@@ -1,16 +1,30 @@
 //! The one mapping from errors to RFC 9457 `application/problem+json` responses.
 //!
-//! Every error a client can see goes through [`Problem`], so bodies share one shape and a
-//! stable `type`. 5xx bodies say what kind of failure happened, never why: the cause is logged.
+//! Handlers return [`ApiError`]; each variant documents its status. The response carries a
+//! stable `type` that clients branch on. A 5xx body says what kind of failure happened, never
+//! why: the cause travels in a response extension and the request middleware logs it once,
+//! inside the request's span.
+
+use std::collections::BTreeMap;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Field name → what is wrong with it, for validation failures.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
 /// An RFC 9457 problem document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "https://scaleout.dev/problems/validation",
+    "title": "The request is not valid",
+    "status": 422,
+    "errors": {"email": ["is not a valid email address"]}
+}))]
 pub struct Problem {
     /// A stable identifier of the kind of problem; clients branch on this, not on `title`.
     #[serde(rename = "type")]
@@ -19,6 +33,9 @@ pub struct Problem {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For validation failures: each offending field with its messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<FieldErrors>,
 }
 
 impl Problem {
@@ -28,6 +45,7 @@ impl Problem {
             title: title.to_owned(),
             status: status.as_u16(),
             detail: None,
+            errors: None,
         }
     }
 
@@ -56,6 +74,21 @@ impl Problem {
         )
     }
 
+    /// A problem for a bare error status produced below the handlers (a 405 from the router,
+    /// a 413 from the body limit), so every error body has the same shape.
+    pub fn for_status(status: StatusCode) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error");
+        let kind = match status {
+            StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+            StatusCode::NOT_FOUND => "not-found",
+            s if s.is_server_error() => "internal",
+            _ => "http",
+        };
+        Self::new(status, kind, title)
+    }
+
     pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -69,5 +102,165 @@ impl IntoResponse for Problem {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
+    }
+}
+
+/// Why a request failed with a 5xx, for the request log line (never for the client).
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
+
+/// Every error a handler can return.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not well-formed JSON.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// 401: no valid session.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// 401: unknown email or wrong password; deliberately indistinguishable.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// 403: the request is authenticated but not allowed (wrong password re-entered,
+    /// cross-site request).
+    #[error("{detail}")]
+    Forbidden { kind: &'static str, detail: String },
+    /// 404: absent, or not visible to the caller (never "exists but forbidden").
+    #[error("not found")]
+    NotFound,
+    /// 409: the request conflicts with existing data (a duplicate email).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than allowed.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 422: well-formed JSON that breaks the rules; `errors` says which field and why.
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    /// 429: too many attempts; retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    /// 503: a dependency did not answer in time; fast, never a hang.
+    #[error("{dependency} unavailable: {cause}")]
+    Unavailable {
+        dependency: &'static str,
+        cause: String,
+    },
+    /// 500: a bug or an unexpected failure.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// One field's validation failure.
+    pub fn invalid(field: &str, message: &str) -> Self {
+        let mut errors = FieldErrors::new();
+        errors.insert(field.to_owned(), vec![message.to_owned()]);
+        Self::Validation(errors)
+    }
+
+    pub fn unavailable(dependency: &'static str, cause: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            dependency,
+            cause: cause.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use StatusCode as S;
+        let problem = match &self {
+            Self::MalformedJson(detail) => Problem::new(
+                S::BAD_REQUEST,
+                "malformed-json",
+                "The body is not valid JSON",
+            )
+            .with_detail(detail.clone()),
+            Self::Unauthenticated => Problem::new(
+                S::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
+            Self::InvalidCredentials => Problem::new(
+                S::UNAUTHORIZED,
+                "invalid-credentials",
+                "Invalid email or password",
+            ),
+            Self::Forbidden { kind, detail } => {
+                Problem::new(S::FORBIDDEN, kind, "Forbidden").with_detail(detail.clone())
+            }
+            Self::NotFound => Problem::not_found(),
+            Self::Conflict(detail) => {
+                Problem::new(S::CONFLICT, "conflict", "Conflict").with_detail(detail.clone())
+            }
+            Self::PayloadTooLarge => Problem::for_status(S::PAYLOAD_TOO_LARGE),
+            Self::UnsupportedMediaType => Problem::for_status(S::UNSUPPORTED_MEDIA_TYPE)
+                .with_detail("expected Content-Type: application/json"),
+            Self::Validation(errors) => {
+                let mut p = Problem::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "validation",
+                    "The request is not valid",
+                );
+                p.errors = Some(errors.clone());
+                p
+            }
+            Self::RateLimited { .. } => Problem::new(
+                S::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many attempts; retry later",
+            ),
+            Self::Unavailable { dependency, .. } => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "A dependency is unavailable; retry shortly",
+            )
+            .with_detail(format!("{dependency} did not answer")),
+            Self::Internal(_) => Problem::internal(),
+        };
+        let mut response = problem.into_response();
+        if let Self::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if response.status().is_server_error() {
+            response
+                .extensions_mut()
+                .insert(ErrorCause(format!("{self:#}")));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            // The database is away or saturated: the client may retry, elsewhere or later.
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::unavailable("database", e)
+            }
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57014") => {
+                // 57014: query_canceled, which is how statement_timeout ends a query.
+                Self::unavailable("database", e)
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<crate::redis_client::RedisError> for ApiError {
+    fn from(e: crate::redis_client::RedisError) -> Self {
+        Self::unavailable("redis", e)
+    }
+}
+
+impl From<tower_sessions::session::Error> for ApiError {
+    fn from(e: tower_sessions::session::Error) -> Self {
+        Self::unavailable("sessions", e)
     }
 }

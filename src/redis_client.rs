@@ -58,13 +58,22 @@ impl RedisClient {
         Ok(conn.clone())
     }
 
+    /// Runs one command (or pipeline) within the configured timeout.
+    pub async fn bounded<T>(
+        &self,
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisError> {
+        let timeout = self.config.timeout;
+        Ok(tokio::time::timeout(timeout, command)
+            .await
+            .map_err(|_| RedisError::Timeout(timeout))??)
+    }
+
     /// `PING`, bounded by the configured timeout: the readiness check.
     pub async fn ping(&self) -> Result<(), RedisError> {
-        let timeout = self.config.timeout;
         let mut conn = self.conn().await?;
-        tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn))
-            .await
-            .map_err(|_| RedisError::Timeout(timeout))??;
+        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await?;
         Ok(())
     }
 }

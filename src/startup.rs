@@ -118,9 +118,12 @@ impl Application {
         );
         let app = http::router(state.clone());
         let mut server = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(graceful)
-                .into_future(),
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(graceful)
+            .into_future(),
         );
 
         let grace = shutdown_config.grace;

@@ -17,6 +17,37 @@ use serde::Serialize;
 use crate::app::AppState;
 use crate::shutdown::Lifecycle;
 
+/// The body of `/health`, for the OpenAPI document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "ok", "instance": "app1"}))]
+pub struct HealthBody {
+    /// `ok` or `draining`.
+    pub status: String,
+    pub instance: String,
+}
+
+/// One dependency's check, for the OpenAPI document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckBody {
+    /// `up` or `down`.
+    pub status: String,
+    pub latency_ms: f64,
+    /// `timeout` or `error`, when down.
+    pub error: Option<String>,
+}
+
+/// The body of `/ready`, for the OpenAPI document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "ready", "instance": "app1", "down": [],
+    "checks": {"primary": {"status": "up", "latency_ms": 0.8}}}))]
+pub struct ReadinessBody {
+    /// `ready`, `unavailable` or `draining`.
+    pub status: String,
+    pub instance: String,
+    pub down: Vec<String>,
+    pub checks: BTreeMap<String, CheckBody>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Health<'a> {
     pub status: &'static str,
@@ -40,6 +71,14 @@ pub fn health_response(lifecycle: &Lifecycle, instance: &str) -> Response {
     }
 }
 
+/// Liveness: no I/O. 503 once the instance is draining.
+#[utoipa::path(
+    get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "The process is alive", body = HealthBody),
+        (status = 503, description = "The instance is draining before shutdown", body = HealthBody),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> Response {
     health_response(&state.lifecycle, state.instance_id())
 }
@@ -125,6 +164,14 @@ pub fn readiness_response(
     (code, Json(body)).into_response()
 }
 
+/// Readiness: every dependency, checked concurrently within a short timeout.
+#[utoipa::path(
+    get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answered", body = ReadinessBody),
+        (status = 503, description = "A dependency is down (named in `down`), or the instance is draining", body = ReadinessBody),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let timeout = state.config.ready.check_timeout;
     let select_one = |pool: sqlx::PgPool| async move {

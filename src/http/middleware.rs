@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use crate::app::AppState;
-use crate::error::Problem;
+use crate::error::{ErrorCause, Problem};
 
 /// The label for requests that matched no route: one value however many random paths arrive,
 /// so a 404 flood cannot blow up the number of metric series.
@@ -43,7 +43,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 
     let in_flight = metrics::gauge!("http_requests_in_flight");
     in_flight.increment(1.0);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = problem_bodies(next.run(request).instrument(span.clone()).await);
     in_flight.decrement(1.0);
 
     let latency = start.elapsed();
@@ -67,7 +67,12 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
+    let cause = response.extensions().get::<ErrorCause>().cloned();
     span.in_scope(|| {
+        if let Some(ErrorCause(cause)) = &cause {
+            // The one place a 5xx's cause is logged, with the request's fields.
+            tracing::error!(cause = %cause, status, "request failed");
+        }
         tracing::info!(
             request_id = %request_id,
             instance = %state.instance_id(),
@@ -79,6 +84,33 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         );
     });
     response
+}
+
+/// Gives error responses made below the handlers (the router's 405, the body limit's 413,
+/// the session layer's 500) the problem+json body every other error has.
+pub fn problem_bodies(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    // Only bodies that say nothing structured: none, or plain text. JSON answers such as
+    // /health's 503 and problem documents are already what clients expect.
+    let bare = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !bare {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let mut rewritten = Problem::for_status(status).into_response();
+    // Keep headers such as Allow (405) and Retry-After, but not the old body's type/length.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name, value.clone());
+        }
+    }
+    rewritten
 }
 
 /// Answers 503 problem+json when a handler outlives the configured request timeout. The

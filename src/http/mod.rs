@@ -1,23 +1,34 @@
-//! The public HTTP API: routes, and the middleware every request passes through.
+//! The public HTTP API: routes, the OpenAPI document built from them, and the middleware
+//! every request passes through.
 //!
-//! Order matters and reads outside-in: the request id is settled first so everything after
-//! can log it; then the span, log line and metrics; then panics, the timeout and the body
-//! limit, so their responses are logged and counted like any other.
+//! Middleware reads outside-in: the request id is settled first so everything after can log
+//! it; then the span, log line and metrics (which also give bare error statuses a problem+json
+//! body); then panics, the timeout and the body limit, so their responses are logged and counted
+//! like any other. The API routes add cross-site protection and sessions.
 
+pub mod client_ip;
+pub mod csrf;
 pub mod health;
+pub mod json;
 pub mod middleware;
+pub mod openapi;
+
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderName;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::OpenApi as _;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::Problem;
@@ -26,18 +37,24 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const INSTANCE_ID: HeaderName = HeaderName::from_static("x-instance-id");
 
 /// The service root: which service, version and instance answered.
-#[derive(Debug, Serialize)]
-struct ServiceInfo<'a> {
-    service: &'static str,
-    version: &'static str,
-    instance: &'a str,
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"service": "scaleout", "version": "0.1.0", "instance": "app1"}))]
+pub struct ServiceInfo {
+    service: String,
+    version: String,
+    instance: String,
 }
 
+/// Which service, version and instance answered.
+#[utoipa::path(
+    get, path = "", tag = "operations",
+    responses((status = 200, description = "Service information", body = ServiceInfo))
+)]
 async fn service_info(State(state): State<AppState>) -> Response {
     Json(ServiceInfo {
-        service: "scaleout",
-        version: env!("CARGO_PKG_VERSION"),
-        instance: state.instance_id(),
+        service: "scaleout".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        instance: state.instance_id().into(),
     })
     .into_response()
 }
@@ -46,10 +63,32 @@ async fn not_found() -> Problem {
     Problem::not_found()
 }
 
+/// The documented routes, and the document.
+pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let accounts = crate::accounts::routes::router()
+        .layer(state.sessions.layer(&state.config.auth))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::protect,
+        ));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs))
+        .nest(
+            "/api/v1",
+            OpenApiRouter::new().routes(routes!(service_info)),
+        )
+        .nest("/api/v1", accounts)
+        .split_for_parts()
+}
+
 pub fn router(state: AppState) -> Router {
     let instance = axum::http::HeaderValue::from_str(state.instance_id())
         .expect("instance ids are validated as header-safe at start");
     let body_limit = state.config.http.body_limit_bytes;
+    let (api, doc) = api(&state);
 
     let middleware = ServiceBuilder::new()
         // Keeps the id nginx made at the edge; makes one for direct calls.
@@ -68,11 +107,8 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(DefaultBodyLimit::max(body_limit));
 
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/api/v1", get(service_info))
-        .fallback(not_found)
+    api.fallback(not_found)
+        .layer(Extension(Arc::new(doc)))
         .layer(middleware)
         .with_state(state)
 }

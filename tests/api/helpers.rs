@@ -214,3 +214,136 @@ impl Traffic {
         (self.ok.load(Ordering::SeqCst), failures)
     }
 }
+
+/// A user that does not exist yet: unique email, a valid password.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub email: String,
+    pub name: String,
+    pub password: String,
+}
+
+impl TestUser {
+    pub fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            email: format!("user-{}@example.com", &id[..12]),
+            name: format!("User {}", &id[..6]),
+            password: format!("passphrase-{}", &id[..16]),
+        }
+    }
+
+    pub fn signup_body(&self) -> serde_json::Value {
+        serde_json::json!({"email": self.email, "name": self.name, "password": self.password})
+    }
+
+    pub fn login_body(&self) -> serde_json::Value {
+        serde_json::json!({"email": self.email, "password": self.password})
+    }
+}
+
+/// The `name=value` of the session cookie a response sets, if it sets one.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("scaleout_session="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+        .filter(|c| c != "scaleout_session=")
+}
+
+/// A thin API client for one base URL (an instance, nginx, or an in-process app), carrying a
+/// session cookie the way a browser would.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub cookie: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            client: client(),
+            cookie: None,
+        }
+    }
+
+    /// The same session, through another base URL (another instance).
+    pub fn via(&self, base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .client
+            .request(method, format!("{}/api/v1{path}", self.base));
+        if let Some(cookie) = &self.cookie {
+            builder = builder.header("cookie", cookie);
+        }
+        builder
+    }
+
+    pub async fn send(&self, builder: reqwest::RequestBuilder) -> reqwest::Response {
+        builder.send().await.expect("the API answers")
+    }
+
+    /// Sends and keeps any session cookie the response sets.
+    pub async fn send_keeping_cookie(
+        &mut self,
+        builder: reqwest::RequestBuilder,
+    ) -> reqwest::Response {
+        let response = self.send(builder).await;
+        if let Some(cookie) = session_cookie(&response) {
+            self.cookie = Some(cookie);
+        }
+        response
+    }
+
+    pub async fn signup(&mut self, user: &TestUser) -> reqwest::Response {
+        let request = self
+            .request(reqwest::Method::POST, "/auth/signup")
+            .json(&user.signup_body());
+        self.send_keeping_cookie(request).await
+    }
+
+    pub async fn login(&mut self, user: &TestUser) -> reqwest::Response {
+        let request = self
+            .request(reqwest::Method::POST, "/auth/login")
+            .json(&user.login_body());
+        self.send_keeping_cookie(request).await
+    }
+
+    pub async fn me(&self) -> reqwest::Response {
+        self.send(self.request(reqwest::Method::GET, "/me")).await
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.send(self.request(reqwest::Method::POST, path)).await
+    }
+}
+
+/// Signs `user` up through `base` and returns a logged-in client.
+pub async fn signed_up(base: &str, user: &TestUser) -> Api {
+    let mut api = Api::new(base);
+    let response = api.signup(user).await;
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED, "signup");
+    assert!(api.cookie.is_some(), "signup sets the session cookie");
+    api
+}
+
+/// Users with this email, counted on the primary.
+pub async fn users_with_email(state: &AppState, email: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from users where lower(email) = lower($1)")
+        .bind(email)
+        .fetch_one(state.db.write())
+        .await
+        .expect("counts")
+}

@@ -6,6 +6,8 @@
 
 mod helpers;
 
+mod accounts;
 mod health;
+mod openapi;
 mod replication;
 mod topology;

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Traffic, client, edge_url, env, eventually, instance_urls, stack};
+use crate::helpers::{
+    TestUser, Traffic, client, edge_url, env, eventually, instance_urls, signed_up, stack,
+};
 
 /// Which instance answered a request through nginx.
 async fn served_by(client: &reqwest::Client, url: &str) -> Option<String> {
@@ -186,4 +188,24 @@ async fn a_terminated_instance_drains_without_failed_requests_and_exits_zero() {
         "app2 exited 0: {supervisor_log}"
     );
     wait_until_in_rotation("app2").await;
+}
+
+#[tokio::test]
+async fn a_session_outlives_the_instance_that_created_it() {
+    let app1 = instance_urls()[0].clone();
+    let api = signed_up(&app1, &TestUser::new()).await;
+
+    stack(&["kill", "app1"]);
+    let through_nginx = api.via(&edge_url());
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(through_nginx.me().await.status());
+    }
+    stack(&["start", "app1"]);
+
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    wait_until_in_rotation("app1").await;
 }

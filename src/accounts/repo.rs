@@ -1,0 +1,115 @@
+//! SQL for accounts. Every function says where it runs: `db.write()` for changes, the
+//! replica pool for reads (read routing by write position arrives with the replica work).
+
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// Turns the unique index on lower(email) into a 409: the database decides, so two instances
+/// racing on one address cannot both succeed.
+fn email_taken(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("users_email_key") => {
+            ApiError::Conflict("an account with this email already exists".into())
+        }
+        _ => e.into(),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+) -> Result<User, ApiError> {
+    sqlx::query_as(
+        "insert into users (id, email, name, password_hash)
+         values ($1, $2, $3, $4)
+         returning id, email, name, created_at, updated_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .fetch_one(db)
+    .await
+    .map_err(email_taken)
+}
+
+/// The user and their password hash, for login and password checks.
+#[tracing::instrument(skip_all)]
+pub async fn credentials_by_email(
+    db: impl PgExecutor<'_>,
+    email: &str,
+) -> Result<Option<(Uuid, String)>, ApiError> {
+    Ok(
+        sqlx::query_as("select id, password_hash from users where lower(email) = lower($1)")
+            .bind(email)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn password_hash(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>, ApiError> {
+    Ok(
+        sqlx::query_scalar("select password_hash from users where id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, ApiError> {
+    Ok(
+        sqlx::query_as("select id, email, name, created_at, updated_at from users where id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Changes the given fields only; `None` keeps the current value.
+#[tracing::instrument(skip_all)]
+pub async fn update_profile(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    name: Option<&str>,
+    email: Option<&str>,
+) -> Result<Option<User>, ApiError> {
+    sqlx::query_as(
+        "update users
+            set name = coalesce($2, name), email = coalesce($3, email), updated_at = now()
+          where id = $1
+      returning id, email, name, created_at, updated_at",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(email)
+    .fetch_optional(db)
+    .await
+    .map_err(email_taken)
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn set_password(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> Result<(), ApiError> {
+    sqlx::query("update users set password_hash = $2, updated_at = now() where id = $1")
+        .bind(id)
+        .bind(hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! The accounts endpoints under `/api/v1`. Handlers parse and validate, call the repo and the
+//! session store, and shape the response; rules about sessions live in `session`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tower_sessions::Session;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::session::AuthUser;
+use super::validate::Check;
+use super::{password, repo};
+use crate::app::AppState;
+use crate::error::{ApiError, Problem};
+use crate::http::client_ip::ClientIp;
+use crate::http::json::AppJson;
+use crate::rate_limit::Limit;
+
+pub const TAG: &str = "accounts";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
+        .routes(routes!(get_me, update_me))
+        .routes(routes!(change_password))
+        .routes(routes!(get_user))
+}
+
+/// The caller's own account.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": "01936f0e-8a4b-7c3d-9e2f-0a1b2c3d4e5f",
+    "email": "ada@example.com",
+    "name": "Ada Lovelace",
+    "created_at": "2026-11-22T08:00:00Z",
+    "updated_at": "2026-11-22T08:00:00Z"
+}))]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<repo::User> for Me {
+    fn from(u: repo::User) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// What anyone may see of a user: never the email.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01936f0e-8a4b-7c3d-9e2f-0a1b2c3d4e5f", "name": "Ada Lovelace", "avatar": null}))]
+pub struct PublicUser {
+    pub id: Uuid,
+    pub name: String,
+    /// URL of the avatar image, once one is uploaded and ready.
+    pub avatar: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com", "name": "Ada Lovelace", "password": "correct horse battery staple"}))]
+pub struct SignupRequest {
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: String,
+    #[schema(min_length = 12, max_length = 128)]
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com", "password": "correct horse battery staple"}))]
+pub struct LoginRequest {
+    #[schema(format = Email, max_length = 254)]
+    pub email: String,
+    #[schema(max_length = 128)]
+    pub password: String,
+}
+
+/// Fields to change; at least one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Ada King"}))]
+pub struct UpdateMeRequest {
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
+    #[schema(format = Email, max_length = 254)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"current_password": "correct horse battery staple", "new_password": "a longer and newer passphrase"}))]
+pub struct ChangePasswordRequest {
+    #[schema(max_length = 128)]
+    pub current_password: String,
+    #[schema(min_length = 12, max_length = 128)]
+    pub new_password: String,
+}
+
+/// Create an account and log in.
+#[utoipa::path(
+    post, path = "/auth/signup", tag = TAG,
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Account created; the response sets the session cookie", body = Me),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An account with this email exists", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn signup(
+    State(state): State<AppState>,
+    session: Session,
+    AppJson(body): AppJson<SignupRequest>,
+) -> Result<Response, ApiError> {
+    let mut check = Check::default();
+    let email = check.email("email", &body.email);
+    let name = check.name("name", &body.name);
+    check.password("password", &body.password);
+    check.finish()?;
+
+    let hash = password::hash(body.password).await?;
+    let user = repo::insert(state.db.write(), &email, &name, &hash).await?;
+    state.sessions.start(&session, user.id).await?;
+    Ok((StatusCode::CREATED, axum::Json(Me::from(user))).into_response())
+}
+
+/// The two failed-login counters: per account and per client address.
+fn login_limits(state: &AppState, email: &str, ip: &str) -> [Limit; 2] {
+    let auth = &state.config.auth;
+    [
+        Limit {
+            key: format!("ratelimit:login:account:{}", email.to_lowercase()),
+            max: auth.login_max_failures_per_account,
+            window: auth.login_failure_window,
+        },
+        Limit {
+            key: format!("ratelimit:login:address:{ip}"),
+            max: auth.login_max_failures_per_address,
+            window: auth.login_failure_window,
+        },
+    ]
+}
+
+/// Log in. Unknown email and wrong password get the same answer, in about the same time.
+#[utoipa::path(
+    post, path = "/auth/login", tag = TAG,
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; the response sets a new session cookie", body = Me),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Invalid email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins for this account or address; see Retry-After",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until another attempt is allowed"))),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    session: Session,
+    AppJson(body): AppJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let mut check = Check::default();
+    let email = check.email("email", &body.email);
+    check.finish()?;
+
+    let limits = login_limits(&state, &email, &ip);
+    for limit in &limits {
+        if let Some(retry_after_secs) = limit.check(&state.redis).await? {
+            return Err(ApiError::RateLimited { retry_after_secs });
+        }
+    }
+
+    let credentials = repo::credentials_by_email(state.db.read_primary(), &email).await?;
+    let (id, hash) = credentials.unzip();
+    if !password::verify(body.password, hash).await? {
+        for limit in &limits {
+            limit.record(&state.redis).await?;
+        }
+        return Err(ApiError::InvalidCredentials);
+    }
+    let id = id.ok_or_else(|| anyhow::anyhow!("a verified password has an account"))?;
+    limits[0].reset(&state.redis).await?;
+
+    state.sessions.start(&session, id).await?;
+    let user = repo::find(state.db.read_primary(), id)
+        .await?
+        .ok_or(ApiError::InvalidCredentials)?;
+    Ok(axum::Json(Me::from(user)).into_response())
+}
+
+/// Log out this session.
+#[utoipa::path(
+    post, path = "/auth/logout", tag = TAG,
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Logged out; the session no longer exists"),
+        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user = %user.id))]
+async fn logout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    session: Session,
+) -> Result<StatusCode, ApiError> {
+    state.sessions.end(&session, user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Log out everywhere: every session of the caller, on every device.
+#[utoipa::path(
+    post, path = "/auth/logout-all", tag = TAG,
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Every session of the caller has ended"),
+        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user = %user.id))]
+async fn logout_all(
+    State(state): State<AppState>,
+    user: AuthUser,
+    session: Session,
+) -> Result<StatusCode, ApiError> {
+    state.sessions.end_all_except(user.id, None).await?;
+    state.sessions.end(&session, user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's account.
+#[utoipa::path(
+    get, path = "/me", tag = TAG,
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The caller's account", body = Me),
+        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user = %user.id))]
+async fn get_me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Me>, ApiError> {
+    let me = repo::find(state.db.read_primary(), user.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(axum::Json(me.into()))
+}
+
+/// Change the caller's name or email.
+#[utoipa::path(
+    patch, path = "/me", tag = TAG,
+    security(("session" = [])),
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, description = "The updated account", body = Me),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another account has this email", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user = %user.id))]
+async fn update_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<UpdateMeRequest>,
+) -> Result<axum::Json<Me>, ApiError> {
+    let mut check = Check::default();
+    let name = body.name.as_deref().map(|n| check.name("name", n));
+    let email = body.email.as_deref().map(|e| check.email("email", e));
+    check.finish()?;
+    if name.is_none() && email.is_none() {
+        return Err(ApiError::invalid(
+            "body",
+            "give at least one of: name, email",
+        ));
+    }
+    let me = repo::update_profile(state.db.write(), user.id, name.as_deref(), email.as_deref())
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(axum::Json(me.into()))
+}
+
+/// Change the caller's password; every other session of the caller ends.
+#[utoipa::path(
+    put, path = "/me/password", tag = TAG,
+    security(("session" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed; this session continues under a new id, the others have ended"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong current password, or a cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user = %user.id))]
+async fn change_password(
+    State(state): State<AppState>,
+    user: AuthUser,
+    session: Session,
+    AppJson(body): AppJson<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let mut check = Check::default();
+    check.password("new_password", &body.new_password);
+    check.finish()?;
+
+    let current = repo::password_hash(state.db.read_primary(), user.id).await?;
+    if current.is_none() {
+        return Err(ApiError::Unauthenticated);
+    }
+    if !password::verify(body.current_password, current).await? {
+        return Err(ApiError::Forbidden {
+            kind: "wrong-password",
+            detail: "the current password is not correct".into(),
+        });
+    }
+    let hash = password::hash(body.new_password).await?;
+    repo::set_password(state.db.write(), user.id, &hash).await?;
+    // The surviving session gets a new id too (a stolen copy of its cookie dies here); then
+    // every other session of the user ends, on every device.
+    state.sessions.start(&session, user.id).await?;
+    state.sessions.end_all_except(user.id, session.id()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A user's public profile (no email).
+#[utoipa::path(
+    get, path = "/users/{id}", tag = TAG,
+    params(("id" = String, Path, description = "The user's id (a UUID)")),
+    responses(
+        (status = 200, description = "The public profile", body = PublicUser),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn get_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<PublicUser>, ApiError> {
+    // A malformed id names no user: 404, like an unknown one.
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let user = repo::find(state.db.replica(), id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(PublicUser {
+        id: user.id,
+        name: user.name,
+        avatar: None,
+    }))
+}

@@ -1,0 +1,190 @@
+//! Sessions in Redis, shared by every instance, and the per-user index that lets one request
+//! end all of a user's sessions on every device.
+//!
+//! The session id is rotated at login and at password change (no fixation): tower-sessions'
+//! `cycle_id` deletes the old record, so a cookie from before login is worthless after it.
+//! Logout deletes the record. The index (`sessions:user:{id}`, a Redis set of session ids)
+//! is what logout-all and "a password change ends the other sessions" walk.
+
+use std::str::FromStr;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::session::Id;
+use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
+use tower_sessions_redis_store::RedisStore;
+use tower_sessions_redis_store::fred::prelude::{Builder, Config, Pool, ReconnectPolicy};
+use uuid::Uuid;
+
+use crate::config::{AuthConfig, RedisConfig};
+use crate::error::ApiError;
+use crate::redis_client::RedisClient;
+
+pub const COOKIE_NAME: &str = "scaleout_session";
+const USER_ID: &str = "user_id";
+
+fn index_key(user: Uuid) -> String {
+    format!("sessions:user:{user}")
+}
+
+/// The session store and the index beside it.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    store: RedisStore<Pool>,
+    redis: RedisClient,
+}
+
+impl Sessions {
+    /// Connects in the background: like every backing service, Redis may come up after us.
+    pub fn new(config: &RedisConfig, redis: RedisClient) -> anyhow::Result<Self> {
+        let timeout = config.timeout;
+        let pool = Builder::from_config(Config::from_url(config.url.expose())?)
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout;
+                c.internal_command_timeout = timeout;
+            })
+            // A command waits at most this long, also while reconnecting: Redis being away
+            // turns into a fast 503, never a hung request.
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .set_policy(ReconnectPolicy::new_constant(0, 250))
+            .build_pool(2)?;
+        let _ = pool.connect_pool();
+        Ok(Self {
+            store: RedisStore::new(pool),
+            redis,
+        })
+    }
+
+    pub fn layer(&self, config: &AuthConfig) -> SessionManagerLayer<RedisStore<Pool>> {
+        let inactivity = time::Duration::try_from(config.session_inactivity)
+            .unwrap_or(time::Duration::minutes(30));
+        SessionManagerLayer::new(self.store.clone())
+            .with_name(COOKIE_NAME)
+            .with_http_only(true)
+            .with_same_site(SameSite::Lax)
+            .with_secure(config.cookie_secure)
+            .with_path("/")
+            .with_expiry(Expiry::OnInactivity(inactivity))
+            // Inactivity expiry needs every request to push the expiry forward.
+            .with_always_save(true)
+    }
+
+    /// Logs `user` in on `session`: a fresh id, the user stored, the id indexed.
+    pub async fn start(&self, session: &Session, user: Uuid) -> Result<(), ApiError> {
+        session.cycle_id().await?;
+        session.insert(USER_ID, user).await?;
+        // Saved now rather than after the response, so the new id is known and indexed.
+        session.save().await?;
+        let id = session
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("a saved session has an id"))?;
+        self.prune_index(user).await?;
+        let mut conn = self.redis.conn().await?;
+        self.redis
+            .bounded(
+                redis::cmd("SADD")
+                    .arg(index_key(user))
+                    .arg(id.to_string())
+                    .query_async::<()>(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Logs out this session only: its record is deleted and the cookie removed.
+    pub async fn end(&self, session: &Session, user: Uuid) -> Result<(), ApiError> {
+        let id = session.id();
+        session.flush().await?;
+        if let Some(id) = id {
+            let mut conn = self.redis.conn().await?;
+            self.redis
+                .bounded(
+                    redis::cmd("SREM")
+                        .arg(index_key(user))
+                        .arg(id.to_string())
+                        .query_async::<()>(&mut conn),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of `user` except `keep`, on every device and instance.
+    pub async fn end_all_except(&self, user: Uuid, keep: Option<Id>) -> Result<(), ApiError> {
+        for id in self.indexed(user).await? {
+            if Some(id) == keep {
+                continue;
+            }
+            self.store
+                .delete(&id)
+                .await
+                .map_err(|e| ApiError::unavailable("sessions", e))?;
+            let mut conn = self.redis.conn().await?;
+            self.redis
+                .bounded(
+                    redis::cmd("SREM")
+                        .arg(index_key(user))
+                        .arg(id.to_string())
+                        .query_async::<()>(&mut conn),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn indexed(&self, user: Uuid) -> Result<Vec<Id>, ApiError> {
+        let mut conn = self.redis.conn().await?;
+        let ids: Vec<String> = self
+            .redis
+            .bounded(
+                redis::cmd("SMEMBERS")
+                    .arg(index_key(user))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(ids.iter().filter_map(|s| Id::from_str(s).ok()).collect())
+    }
+
+    /// Drops index entries whose session expired on its own, so the set stays small.
+    async fn prune_index(&self, user: Uuid) -> Result<(), ApiError> {
+        for id in self.indexed(user).await? {
+            let live = self
+                .store
+                .load(&id)
+                .await
+                .map_err(|e| ApiError::unavailable("sessions", e))?;
+            if live.is_none() {
+                let mut conn = self.redis.conn().await?;
+                self.redis
+                    .bounded(
+                        redis::cmd("SREM")
+                            .arg(index_key(user))
+                            .arg(id.to_string())
+                            .query_async::<()>(&mut conn),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The authenticated caller. Extracting it from a request without a valid session is a 401.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    pub id: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(|(_, msg)| anyhow::anyhow!("session layer missing: {msg}"))?;
+        let id: Option<Uuid> = session.get(USER_ID).await?;
+        id.map(|id| AuthUser { id })
+            .ok_or(ApiError::Unauthenticated)
+    }
+}
