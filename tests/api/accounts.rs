@@ -320,7 +320,7 @@ async fn send_bad(api: &Api, method: Method, path: &str, row: &Bad) -> Value {
     let request = api.request(method, path);
     let request = match &row.body {
         Body::Json(v) => request.json(v),
-        Body::Raw(ct, bytes) if ct.is_empty() => request.body(bytes.clone()),
+        Body::Raw("", bytes) => request.body(bytes.clone()),
         Body::Raw(ct, bytes) => request.header("content-type", *ct).body(bytes.clone()),
     };
     let response = api.send(request).await;
