@@ -24,8 +24,9 @@ pub struct AppState {
 impl AppState {
     /// Builds clients for every backing service without waiting for any of them.
     pub fn new(config: ServeConfig) -> anyhow::Result<Self> {
-        let db = Db::connect_lazy(&config.database, &config.instance.id)?;
         let redis = RedisClient::new(&config.redis)?;
+        let db = Db::connect_lazy(&config.database, &config.instance.id, Some(redis.clone()))?;
+        db.spawn_probe();
         let storage = Storage::new(&config.storage);
         let sessions = Sessions::new(&config.redis, redis.clone())?;
         Ok(Self {

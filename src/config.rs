@@ -19,6 +19,11 @@
 //! | `DATABASE_REPLICA_POOL_MAX` | database | `DATABASE_POOL_MAX` |
 //! | `DATABASE_ACQUIRE_TIMEOUT_MS` | database | `2000` |
 //! | `DATABASE_STATEMENT_TIMEOUT_MS` | database | `5000` |
+//! | `REPLICA_PROBE_INTERVAL_MS` | database | `1000` |
+//! | `REPLICA_MAX_LAG_MS` | database | `10000` |
+//! | `REPLICA_MAX_LAG_BYTES` | database | `16777216` |
+//! | `READ_YOUR_WRITES_TTL_SECS` | database | `30` |
+//! | `REPLICA_REPLAY_CACHE_MS` | database | `5` |
 //! | `REDIS_URL` | redis | required |
 //! | `REDIS_TIMEOUT_MS` | redis | `1000` |
 //! | `S3_ENDPOINT` | storage | the AWS endpoint for the region |
@@ -268,6 +273,15 @@ pub struct DatabaseConfig {
     pub replica_pool_max: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
+    /// How often each instance measures replica lag.
+    pub replica_probe_interval: Duration,
+    /// A replica further behind than this (in time or in WAL bytes) gets no reads.
+    pub replica_max_lag: Duration,
+    pub replica_max_lag_bytes: u64,
+    /// How long a user's write position is kept: the bound on how long they may be sticky.
+    pub read_your_writes_ttl: Duration,
+    /// How long a replica's replayed position is reused before asking again.
+    pub replay_cache: Duration,
 }
 
 impl DatabaseConfig {
@@ -297,6 +311,19 @@ impl DatabaseConfig {
                 5_000,
                 Duration::from_millis,
             )?,
+            replica_probe_interval: r.duration(
+                "REPLICA_PROBE_INTERVAL_MS",
+                1_000,
+                Duration::from_millis,
+            )?,
+            replica_max_lag: r.duration("REPLICA_MAX_LAG_MS", 10_000, Duration::from_millis)?,
+            replica_max_lag_bytes: r.parse("REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024)?,
+            read_your_writes_ttl: r.duration(
+                "READ_YOUR_WRITES_TTL_SECS",
+                30,
+                Duration::from_secs,
+            )?,
+            replay_cache: r.duration("REPLICA_REPLAY_CACHE_MS", 5, Duration::from_millis)?,
         })
     }
 }

@@ -49,6 +49,7 @@ async fn worker_ready(State(state): State<WorkerState>) -> Response {
         &state.lifecycle,
         &state.config.instance.id,
         [primary, redis],
+        &[],
     )
 }
 
@@ -63,9 +64,10 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         })?;
     telemetry::metrics_handle();
     telemetry::record_build_info(&config.instance.id, "worker");
+    let redis = RedisClient::new(&config.redis)?;
     let state = WorkerState {
-        db: Db::connect_lazy(&config.database, &config.instance.id)?,
-        redis: RedisClient::new(&config.redis)?,
+        db: Db::connect_lazy(&config.database, &config.instance.id, Some(redis.clone()))?,
+        redis,
         lifecycle: Lifecycle::default(),
         config: Arc::new(config),
     };

@@ -1,5 +1,5 @@
-//! SQL for accounts. Every function says where it runs: `db.write()` for changes, the
-//! replica pool for reads (read routing by write position arrives with the replica work).
+//! SQL for accounts. The executor says where a query runs; handlers choose it at the call
+//! site (`db.write()`, `db.read(&caller, ..)`, `db.read_primary()`).
 
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
@@ -73,13 +73,11 @@ pub async fn password_hash(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<S
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, ApiError> {
-    Ok(
-        sqlx::query_as("select id, email, name, created_at, updated_at from users where id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?,
-    )
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as("select id, email, name, created_at, updated_at from users where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 /// Changes the given fields only; `None` keeps the current value.

@@ -16,6 +16,7 @@ use super::session::AuthUser;
 use super::validate::Check;
 use super::{password, repo};
 use crate::app::AppState;
+use crate::db::Caller;
 use crate::error::{ApiError, Problem};
 use crate::http::client_ip::ClientIp;
 use crate::http::json::AppJson;
@@ -149,6 +150,7 @@ async fn signup(
 
     let hash = password::hash(body.password).await?;
     let user = repo::insert(state.db.write(), &email, &name, &hash).await?;
+    state.db.wrote(&Caller::User(user.id)).await;
     state.sessions.start(&session, user.id).await?;
     Ok((StatusCode::CREATED, axum::Json(Me::from(user))).into_response())
 }
@@ -279,7 +281,11 @@ async fn logout_all(
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
 async fn get_me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Me>, ApiError> {
-    let me = repo::find(state.db.read_primary(), user.id)
+    let me = state
+        .db
+        .read(&user.caller(), |db| async move {
+            repo::find(&db, user.id).await
+        })
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     Ok(axum::Json(me.into()))
@@ -321,6 +327,7 @@ async fn update_me(
     let me = repo::update_profile(state.db.write(), user.id, name.as_deref(), email.as_deref())
         .await?
         .ok_or(ApiError::Unauthenticated)?;
+    state.db.wrote(&user.caller()).await;
     Ok(axum::Json(me.into()))
 }
 
@@ -363,6 +370,7 @@ async fn change_password(
     }
     let hash = password::hash(body.new_password).await?;
     repo::set_password(state.db.write(), user.id, &hash).await?;
+    state.db.wrote(&user.caller()).await;
     // The surviving session gets a new id too (a stolen copy of its cookie dies here); then
     // every other session of the user ends, on every device.
     state.sessions.start(&session, user.id).await?;
@@ -383,11 +391,14 @@ async fn change_password(
 #[tracing::instrument(skip_all)]
 async fn get_user(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<PublicUser>, ApiError> {
     // A malformed id names no user: 404, like an unknown one.
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let user = repo::find(state.db.replica(), id)
+    let user = state
+        .db
+        .read(&caller, |db| async move { repo::find(&db, id).await })
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(axum::Json(PublicUser {

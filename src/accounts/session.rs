@@ -18,6 +18,7 @@ use tower_sessions_redis_store::fred::prelude::{Builder, Config, Pool, Reconnect
 use uuid::Uuid;
 
 use crate::config::{AuthConfig, RedisConfig};
+use crate::db::Caller;
 use crate::error::ApiError;
 use crate::redis_client::RedisClient;
 
@@ -174,6 +175,27 @@ impl Sessions {
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser {
     pub id: Uuid,
+}
+
+impl AuthUser {
+    /// The caller as the database's read routing knows it.
+    pub fn caller(self) -> Caller {
+        Caller::User(self.id)
+    }
+}
+
+/// The caller of an endpoint that does not require a session: a logged-in user still reads
+/// their own writes there.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Ok(session) = Session::from_request_parts(parts, state).await else {
+            return Ok(Caller::Anonymous);
+        };
+        let id: Option<Uuid> = session.get(USER_ID).await?;
+        Ok(id.map_or(Caller::Anonymous, Caller::User))
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for AuthUser {

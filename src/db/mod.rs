@@ -1,15 +1,34 @@
-//! Postgres access: a read-write pool on the primary and a read-only pool on the replica.
+//! Postgres access: writes on the primary, reads on streaming replicas, and every user reads
+//! their own writes.
 //!
-//! Call sites choose explicitly: `db.write()` for anything that changes data, `db.read_primary()`
-//! for the rare read that must be fresh. Read routing by replica health and by the caller's last
-//! write position builds on these two pools.
+//! Call sites say where each query goes:
+//! - `db.write()`: the primary, for every change. After a committed change, `db.wrote(&caller)`
+//!   stores the primary's WAL position for that user in Redis (with a TTL).
+//! - `db.read(&caller, |pool| query)`: a healthy replica that has replayed the caller's last
+//!   write, else the primary (see [`routing`] for the whole table). A replica that fails
+//!   mid-query is marked down and the query runs again on the primary: a replica outage
+//!   never fails a read.
+//! - `db.read_primary()`: the rare read that must see every committed write (login).
+//!
+//! A probe per instance measures each replica's lag in time and bytes; over a threshold, or
+//! unreachable, a replica gets no reads until it recovers.
 
-use std::time::Duration;
+pub mod lsn;
+pub mod routing;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
 
 use crate::config::DatabaseConfig;
+use crate::redis_client::RedisClient;
+use lsn::Lsn;
+use routing::{Decision, ReplicaView, Sticky, Target};
 
 /// Which server a pool talks to; a label for logs, metrics and `/ready`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,17 +46,50 @@ impl Role {
     }
 }
 
-/// Both pools. Cheap to clone (pools are reference-counted).
-#[derive(Debug, Clone)]
-pub struct Db {
-    primary: PgPool,
-    replica: PgPool,
+/// Who is reading: their recent writes decide whether a replica is fresh enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    User(Uuid),
 }
 
+fn sticky_key(user: Uuid) -> String {
+    format!("ryw:lsn:{user}")
+}
+
+#[derive(Debug)]
+struct Replica {
+    pool: PgPool,
+    /// Set by the probe; cleared at once when a query finds the replica unreachable.
+    healthy: AtomicBool,
+    /// The replayed position, reused for a few milliseconds: a cache of the replica's state
+    /// (never a source of truth) so sticky reads cost almost nothing.
+    replayed: Mutex<Option<(Instant, Lsn)>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    primary: PgPool,
+    replicas: Vec<Replica>,
+    redis: Option<RedisClient>,
+    config: DatabaseConfig,
+    reads: AtomicUsize,
+}
+
+/// The pools and the routing state. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db(Arc<Inner>);
+
 impl Db {
-    /// Builds both pools without connecting: the process starts (and `/health` answers) while a
-    /// database is still coming up; `/ready` tells the load balancer when it can take traffic.
-    pub fn connect_lazy(config: &DatabaseConfig, instance_id: &str) -> Result<Self, sqlx::Error> {
+    /// Builds the pools without connecting: the process starts (and `/health` answers) while
+    /// a database is still coming up; `/ready` tells the load balancer when it can take
+    /// traffic. Without `redis`, reads never go to a replica for a user who wrote (workers
+    /// pass positions explicitly with [`Db::read_after`]).
+    pub fn connect_lazy(
+        config: &DatabaseConfig,
+        instance_id: &str,
+        redis: Option<RedisClient>,
+    ) -> Result<Self, sqlx::Error> {
         let primary =
             pool_options(config, config.primary_pool_max).connect_lazy_with(connect_options(
                 config,
@@ -52,28 +104,332 @@ impl Db {
                 instance_id,
                 Role::Replica,
             )?);
-        Ok(Self { primary, replica })
+        Ok(Self(Arc::new(Inner {
+            primary,
+            replicas: vec![Replica {
+                pool: replica,
+                // Unknown until the first probe: no reads on a replica of unknown lag.
+                healthy: AtomicBool::new(false),
+                replayed: Mutex::new(None),
+            }],
+            redis,
+            config: config.clone(),
+            reads: AtomicUsize::new(0),
+        })))
     }
 
     /// The primary: every write, and reads inside a write's transaction.
     pub fn write(&self) -> &PgPool {
-        &self.primary
+        &self.0.primary
     }
 
     /// The primary, for a read that must see every committed write.
     pub fn read_primary(&self) -> &PgPool {
-        &self.primary
+        &self.0.primary
     }
 
-    /// The replica pool itself, whatever its health: for readiness checks and tests.
+    /// The (first) replica pool itself, whatever its health: for readiness checks and tests.
     pub fn replica(&self) -> &PgPool {
-        &self.replica
+        &self.0.replicas[0].pool
     }
 
-    /// Closes both pools, waiting for connections in use to be returned.
-    pub async fn close(&self) {
-        tokio::join!(self.primary.close(), self.replica.close());
+    /// Runs `query` where `caller` should read (see the module doc).
+    pub async fn read<T, F, Fut>(&self, caller: &Caller, query: F) -> Result<T, sqlx::Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let sticky = self.sticky(caller).await;
+        let decision = self.decide(sticky).await;
+        if decision.unstick
+            && let (Caller::User(user), Some(redis)) = (caller, &self.0.redis)
+        {
+            // Every replica has replayed the write: plain reads again for this user.
+            if let Err(e) = forget(redis, *user).await {
+                tracing::warn!(error = %e, "could not clear a read-your-writes position");
+            }
+        }
+        self.run(decision, query).await
     }
+
+    /// Runs `query` on a replica that has replayed `after` (a position a request recorded
+    /// before enqueueing a job), else on the primary: the hook that lets a worker see what
+    /// the enqueuing request wrote.
+    pub async fn read_after<T, F, Fut>(
+        &self,
+        after: Option<Lsn>,
+        query: F,
+    ) -> Result<T, sqlx::Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let sticky = after.map_or(Sticky::None, Sticky::At);
+        let decision = self.decide(sticky).await;
+        self.run(decision, query).await
+    }
+
+    /// Records that `caller` has just committed a write: until every replica has replayed the
+    /// primary's current WAL position, their reads go to the primary. Call after the commit.
+    pub async fn wrote(&self, caller: &Caller) {
+        let (Caller::User(user), Some(redis)) = (caller, &self.0.redis) else {
+            return;
+        };
+        let result = async {
+            let lsn: String = sqlx::query_scalar("select pg_current_wal_insert_lsn()::text")
+                .fetch_one(&self.0.primary)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
+            let ttl = self.0.config.read_your_writes_ttl.as_secs().max(1);
+            redis
+                .bounded(
+                    redis::cmd("SET")
+                        .arg(sticky_key(*user))
+                        .arg(&lsn)
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async::<()>(&mut conn),
+                )
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = result {
+            // The write itself succeeded; the caller may briefly read a replica that has not
+            // replayed it. Counted so an operator sees it.
+            metrics::counter!("db_read_your_writes_record_failures_total").increment(1);
+            tracing::warn!(error = %e, "could not record a read-your-writes position");
+        }
+    }
+
+    /// The caller's last recorded write position: what a job enqueued now should carry.
+    pub async fn write_position(&self, caller: &Caller) -> Option<Lsn> {
+        match self.sticky(caller).await {
+            Sticky::At(lsn) => Some(lsn),
+            Sticky::None | Sticky::Unknown => None,
+        }
+    }
+
+    async fn sticky(&self, caller: &Caller) -> Sticky {
+        let Caller::User(user) = caller else {
+            return Sticky::None;
+        };
+        let Some(redis) = &self.0.redis else {
+            return Sticky::Unknown;
+        };
+        let result = async {
+            let mut conn = redis.conn().await?;
+            redis
+                .bounded(
+                    redis::cmd("GET")
+                        .arg(sticky_key(*user))
+                        .query_async::<Option<String>>(&mut conn),
+                )
+                .await
+        }
+        .await;
+        match result {
+            Ok(None) => Sticky::None,
+            Ok(Some(s)) => s.parse().map_or(Sticky::Unknown, Sticky::At),
+            Err(e) => {
+                tracing::warn!(error = %e, "read-your-writes position unknown; reading the primary");
+                Sticky::Unknown
+            }
+        }
+    }
+
+    async fn decide(&self, sticky: Sticky) -> Decision {
+        let mut views = Vec::with_capacity(self.0.replicas.len());
+        for replica in &self.0.replicas {
+            let healthy = replica.healthy.load(Ordering::Relaxed);
+            let replayed = match sticky {
+                Sticky::At(_) if healthy => self.replayed(replica).await,
+                _ => None,
+            };
+            views.push(ReplicaView { healthy, replayed });
+        }
+        let pick = self.0.reads.fetch_add(1, Ordering::Relaxed);
+        routing::decide(&views, sticky, pick)
+    }
+
+    async fn replayed(&self, replica: &Replica) -> Option<Lsn> {
+        let fresh_for = self.0.config.replay_cache;
+        if let Ok(cached) = replica.replayed.lock()
+            && let Some((at, lsn)) = *cached
+            && at.elapsed() < fresh_for
+        {
+            return Some(lsn);
+        }
+        let lsn = replay_position(&replica.pool).await.ok()?;
+        if let Ok(mut cached) = replica.replayed.lock() {
+            *cached = Some((Instant::now(), lsn));
+        }
+        Some(lsn)
+    }
+
+    async fn run<T, F, Fut>(&self, decision: Decision, query: F) -> Result<T, sqlx::Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let Target::Replica(i) = decision.target else {
+            count_read("primary", decision.reason.as_str());
+            return query(self.0.primary.clone()).await;
+        };
+        let replica = &self.0.replicas[i];
+        match query(replica.pool.clone()).await {
+            Err(e) if is_unreachable(&e) => {
+                replica.healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "replica unreachable; reading the primary");
+                count_read("primary", "failover");
+                query(self.0.primary.clone()).await
+            }
+            result => {
+                count_read("replica", decision.reason.as_str());
+                result
+            }
+        }
+    }
+
+    /// Starts the replica probe of this process; it runs until the process exits.
+    pub fn spawn_probe(&self) {
+        let db = self.clone();
+        tokio::spawn(async move {
+            loop {
+                db.probe().await;
+                tokio::time::sleep(db.0.config.replica_probe_interval).await;
+            }
+        });
+    }
+
+    /// Measures every replica once and updates its health.
+    pub async fn probe(&self) {
+        let config = &self.0.config;
+        let primary_lsn = current_position(&self.0.primary).await.ok();
+        for replica in &self.0.replicas {
+            let measured = lag(&replica.pool).await;
+            let healthy = match &measured {
+                Ok((replayed, lag_secs)) => {
+                    let lag_bytes = primary_lsn.map_or(0, |p| p.0.saturating_sub(replayed.0));
+                    metrics::gauge!("db_replica_lag_seconds").set(*lag_secs);
+                    metrics::gauge!("db_replica_lag_bytes").set(lag_bytes as f64);
+                    if let Ok(mut cached) = replica.replayed.lock() {
+                        *cached = Some((Instant::now(), *replayed));
+                    }
+                    *lag_secs <= config.replica_max_lag.as_secs_f64()
+                        && lag_bytes <= config.replica_max_lag_bytes
+                }
+                Err(_) => false,
+            };
+            let was = replica.healthy.swap(healthy, Ordering::Relaxed);
+            metrics::gauge!("db_replica_healthy").set(if healthy { 1.0 } else { 0.0 });
+            if was != healthy {
+                match &measured {
+                    Ok((_, lag_secs)) => {
+                        tracing::warn!(healthy, lag_secs, "replica health changed")
+                    }
+                    Err(e) => tracing::warn!(healthy, error = %e, "replica health changed"),
+                }
+            }
+        }
+        for (role, pool) in [("primary", &self.0.primary)]
+            .into_iter()
+            .chain(self.0.replicas.iter().map(|r| ("replica", &r.pool)))
+        {
+            metrics::gauge!("db_pool_connections", "role" => role, "state" => "idle")
+                .set(pool.num_idle() as f64);
+            metrics::gauge!("db_pool_connections", "role" => role, "state" => "in_use")
+                .set((pool.size() as usize).saturating_sub(pool.num_idle()) as f64);
+            metrics::gauge!("db_pool_max_connections", "role" => role)
+                .set(f64::from(pool.options().get_max_connections()));
+            // A sampled wait: how long this probe waited for a connection of each pool.
+            let start = Instant::now();
+            if pool.acquire().await.is_ok() {
+                metrics::histogram!("db_pool_acquire_seconds", "role" => role)
+                    .record(start.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// Whether the probe currently considers the first replica fit for reads.
+    pub fn replica_healthy(&self) -> bool {
+        self.0.replicas[0].healthy.load(Ordering::Relaxed)
+    }
+
+    /// Closes every pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.0.primary.close().await;
+        for replica in &self.0.replicas {
+            replica.pool.close().await;
+        }
+    }
+}
+
+fn count_read(target: &'static str, reason: &'static str) {
+    metrics::counter!("db_read_routing_total", "target" => target, "reason" => reason).increment(1);
+}
+
+async fn forget(redis: &RedisClient, user: Uuid) -> Result<(), crate::redis_client::RedisError> {
+    let mut conn = redis.conn().await?;
+    redis
+        .bounded(
+            redis::cmd("DEL")
+                .arg(sticky_key(user))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+}
+
+/// Connection-level failures (the server is down or unreachable), as opposed to a query that
+/// failed on a working server: only these justify trying the primary.
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    )
+}
+
+fn parse_lsn(s: &str) -> Result<Lsn, sqlx::Error> {
+    s.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))
+}
+
+async fn current_position(pool: &PgPool) -> Result<Lsn, sqlx::Error> {
+    let s: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await?;
+    parse_lsn(&s)
+}
+
+/// What a server has applied: a standby's replay position, or a primary's own position (a
+/// "replica" pool that points at the primary is always caught up).
+async fn replay_position(pool: &PgPool) -> Result<Lsn, sqlx::Error> {
+    let s: String = sqlx::query_scalar(
+        "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
+                      else pg_current_wal_lsn() end)::text",
+    )
+    .fetch_one(pool)
+    .await?;
+    parse_lsn(&s)
+}
+
+/// The replay position and the time lag. A standby that has replayed everything it received
+/// is not lagging, however long ago the last transaction was.
+async fn lag(pool: &PgPool) -> Result<(Lsn, f64), sqlx::Error> {
+    let (replayed, lag_secs): (String, f64) = sqlx::query_as(
+        "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
+                      else pg_current_wal_lsn() end)::text,
+                case when not pg_is_in_recovery()
+                       or pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0::float8
+                     else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)::float8
+                end",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((parse_lsn(&replayed)?, lag_secs))
 }
 
 fn pool_options(config: &DatabaseConfig, max: u32) -> PgPoolOptions {

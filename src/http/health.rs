@@ -41,7 +41,7 @@ pub struct CheckBody {
 #[schema(example = json!({"status": "ready", "instance": "app1", "down": [],
     "checks": {"primary": {"status": "up", "latency_ms": 0.8}}}))]
 pub struct ReadinessBody {
-    /// `ready`, `unavailable` or `draining`.
+    /// `ready`, `degraded` (only an optional dependency is down), `unavailable` or `draining`.
     pub status: String,
     pub instance: String,
     pub down: Vec<String>,
@@ -136,11 +136,13 @@ where
     (name, check)
 }
 
-/// Shapes the readiness answer from the checks that ran.
+/// Shapes the readiness answer from the checks that ran. A failed `optional` dependency is
+/// reported (`degraded`, and named in `down`) without taking the instance out of rotation.
 pub fn readiness_response(
     lifecycle: &Lifecycle,
     instance: &str,
     checks: impl IntoIterator<Item = (&'static str, Check)>,
+    optional: &[&str],
 ) -> Response {
     let checks: BTreeMap<_, _> = checks.into_iter().collect();
     let down: Vec<_> = checks
@@ -152,6 +154,8 @@ pub fn readiness_response(
         ("draining", StatusCode::SERVICE_UNAVAILABLE)
     } else if down.is_empty() {
         ("ready", StatusCode::OK)
+    } else if down.iter().all(|d| optional.contains(d)) {
+        ("degraded", StatusCode::OK)
     } else {
         ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
     };
@@ -168,8 +172,8 @@ pub fn readiness_response(
 #[utoipa::path(
     get, path = "/ready", tag = "operations",
     responses(
-        (status = 200, description = "Every dependency answered", body = ReadinessBody),
-        (status = 503, description = "A dependency is down (named in `down`), or the instance is draining", body = ReadinessBody),
+        (status = 200, description = "Every required dependency answered. `degraded` names a replica that is down: reads go to the primary meanwhile", body = ReadinessBody),
+        (status = 503, description = "A required dependency is down (named in `down`), or the instance is draining", body = ReadinessBody),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
@@ -186,9 +190,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         check("redis", timeout, state.redis.ping()),
         check("storage", timeout, state.storage.check()),
     );
+    // Reads fall back to the primary, so a replica outage degrades the instance but must not
+    // take it (and, with every instance seeing the same replica, the whole API) out of rotation.
     readiness_response(
         &state.lifecycle,
         state.instance_id(),
         [primary, replica, redis, storage],
+        &["replica"],
     )
 }

@@ -1,8 +1,8 @@
 //! The one integration-test binary (one link step; see DESIGN.md, Testing).
 //!
 //! Run through `scripts/test`, which brings up a topology of its own and exports its
-//! addresses. `topology::` tests stop and kill real processes, so the script runs them
-//! alone, one at a time, after everything else.
+//! addresses. `topology*` tests stop and kill real processes or pause replication, so the
+//! script runs them alone, one at a time, after everything else.
 
 mod helpers;
 
@@ -11,3 +11,4 @@ mod health;
 mod openapi;
 mod replication;
 mod topology;
+mod topology_replicas;
