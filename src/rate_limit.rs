@@ -14,6 +14,41 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// Counts one attempt and says whether it is over the limit (with the seconds until the
+    /// window resets). Counting before the work, not after, means concurrent attempts cannot
+    /// all slip under the limit while the first ones are still being checked.
+    pub async fn hit(&self, redis: &RedisClient) -> Result<Option<u64>, RedisError> {
+        let mut conn = redis.conn().await?;
+        let secs = self.window.as_secs().max(1);
+        let (count, ttl): (u64, i64) = redis
+            .bounded(
+                redis::pipe()
+                    .atomic()
+                    .incr(&self.key, 1)
+                    .cmd("EXPIRE")
+                    .arg(&self.key)
+                    .arg(secs)
+                    .arg("NX")
+                    .ignore()
+                    .ttl(&self.key)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok((count > self.max).then(|| ttl.max(1) as u64))
+    }
+
+    /// Gives back one attempt (a successful one, that should not count against an address).
+    pub async fn release(&self, redis: &RedisClient) -> Result<(), RedisError> {
+        let mut conn = redis.conn().await?;
+        redis
+            .bounded(
+                redis::cmd("DECR")
+                    .arg(&self.key)
+                    .query_async::<()>(&mut conn),
+            )
+            .await
+    }
+
     /// Seconds until the window resets, if the limit is reached; `None` while under it.
     pub async fn check(&self, redis: &RedisClient) -> Result<Option<u64>, RedisError> {
         let mut conn = redis.conn().await?;

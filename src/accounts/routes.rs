@@ -203,7 +203,7 @@ async fn login(
 
     let limits = login_limits(&state, &email, &ip);
     for limit in &limits {
-        if let Some(retry_after_secs) = limit.check(&state.redis).await? {
+        if let Some(retry_after_secs) = limit.hit(&state.redis).await? {
             return Err(ApiError::RateLimited { retry_after_secs });
         }
     }
@@ -211,13 +211,12 @@ async fn login(
     let credentials = repo::credentials_by_email(state.db.read_primary(), &email).await?;
     let (id, hash) = credentials.unzip();
     if !password::verify(body.password, hash).await? {
-        for limit in &limits {
-            limit.record(&state.redis).await?;
-        }
         return Err(ApiError::InvalidCredentials);
     }
     let id = id.ok_or_else(|| anyhow::anyhow!("a verified password has an account"))?;
+    // A success clears the account's failures and does not count against the address.
     limits[0].reset(&state.redis).await?;
+    limits[1].release(&state.redis).await?;
 
     state.sessions.start(&session, id).await?;
     let user = repo::find(state.db.read_primary(), id)
@@ -369,10 +368,12 @@ async fn change_password(
         });
     }
     let hash = password::hash(body.new_password).await?;
+    // Other sessions end before the password changes: if Redis fails here, nothing has
+    // changed but sessions ended, which is the safe way to fail.
+    state.sessions.end_all_except(user.id, session.id()).await?;
     repo::set_password(state.db.write(), user.id, &hash).await?;
     state.db.wrote(&user.caller()).await;
-    // The surviving session gets a new id too (a stolen copy of its cookie dies here); then
-    // every other session of the user ends, on every device.
+    // The surviving session gets a new id too: a stolen copy of its cookie dies here.
     state.sessions.start(&session, user.id).await?;
     state.sessions.end_all_except(user.id, session.id()).await?;
     Ok(StatusCode::NO_CONTENT)

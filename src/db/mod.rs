@@ -57,6 +57,26 @@ fn sticky_key(user: Uuid) -> String {
     format!("ryw:lsn:{user}")
 }
 
+/// Stores a write position only if it is newer than the stored one: two writes of one user
+/// committed through different instances must leave the later position, whatever order their
+/// SETs reach Redis in. Positions are kept as decimal byte offsets so Lua can compare them.
+const RECORD_POSITION: &str = r"
+local current = redis.call('GET', KEYS[1])
+if (not current) or tonumber(current) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1";
+
+/// Deletes the position only if it is still the one every replica has replayed: a newer
+/// write recorded in between must survive.
+const FORGET_POSITION: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
 #[derive(Debug)]
 struct Replica {
     pool: PgPool,
@@ -142,10 +162,11 @@ impl Db {
         let sticky = self.sticky(caller).await;
         let decision = self.decide(sticky).await;
         if decision.unstick
-            && let (Caller::User(user), Some(redis)) = (caller, &self.0.redis)
+            && let (Caller::User(user), Some(redis), Sticky::At(lsn)) =
+                (caller, &self.0.redis, sticky)
         {
             // Every replica has replayed the write: plain reads again for this user.
-            if let Err(e) = forget(redis, *user).await {
+            if let Err(e) = forget(redis, *user, lsn).await {
                 tracing::warn!(error = %e, "could not clear a read-your-writes position");
             }
         }
@@ -180,16 +201,16 @@ impl Db {
                 .fetch_one(&self.0.primary)
                 .await
                 .map_err(|e| e.to_string())?;
+            let lsn: Lsn = lsn.parse()?;
             let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
             let ttl = self.0.config.read_your_writes_ttl.as_secs().max(1);
             redis
                 .bounded(
-                    redis::cmd("SET")
-                        .arg(sticky_key(*user))
-                        .arg(&lsn)
-                        .arg("EX")
+                    redis::Script::new(RECORD_POSITION)
+                        .key(sticky_key(*user))
+                        .arg(lsn.0)
                         .arg(ttl)
-                        .query_async::<()>(&mut conn),
+                        .invoke_async::<()>(&mut conn),
                 )
                 .await
                 .map_err(|e| e.to_string())
@@ -231,7 +252,7 @@ impl Db {
         .await;
         match result {
             Ok(None) => Sticky::None,
-            Ok(Some(s)) => s.parse().map_or(Sticky::Unknown, Sticky::At),
+            Ok(Some(s)) => s.parse().map_or(Sticky::Unknown, |n| Sticky::At(Lsn(n))),
             Err(e) => {
                 tracing::warn!(error = %e, "read-your-writes position unknown; reading the primary");
                 Sticky::Unknown
@@ -310,14 +331,22 @@ impl Db {
         for replica in &self.0.replicas {
             let measured = lag(&replica.pool).await;
             let healthy = match &measured {
-                Ok((replayed, lag_secs)) => {
+                Ok((replayed, since_last_replay)) => {
                     let lag_bytes = primary_lsn.map_or(0, |p| p.0.saturating_sub(replayed.0));
-                    metrics::gauge!("db_replica_lag_seconds").set(*lag_secs);
+                    // Behind only if the primary has WAL the replica has not replayed: then the
+                    // time since the last replayed transaction is how stale it is. This also
+                    // catches a replica whose stream stopped (it has replayed all it received).
+                    let lag_secs = if lag_bytes == 0 {
+                        0.0
+                    } else {
+                        *since_last_replay
+                    };
+                    metrics::gauge!("db_replica_lag_seconds").set(lag_secs);
                     metrics::gauge!("db_replica_lag_bytes").set(lag_bytes as f64);
                     if let Ok(mut cached) = replica.replayed.lock() {
                         *cached = Some((Instant::now(), *replayed));
                     }
-                    *lag_secs <= config.replica_max_lag.as_secs_f64()
+                    lag_secs <= config.replica_max_lag.as_secs_f64()
                         && lag_bytes <= config.replica_max_lag_bytes
                 }
                 Err(_) => false,
@@ -370,13 +399,18 @@ fn count_read(target: &'static str, reason: &'static str) {
     metrics::counter!("db_read_routing_total", "target" => target, "reason" => reason).increment(1);
 }
 
-async fn forget(redis: &RedisClient, user: Uuid) -> Result<(), crate::redis_client::RedisError> {
+async fn forget(
+    redis: &RedisClient,
+    user: Uuid,
+    replayed: Lsn,
+) -> Result<(), crate::redis_client::RedisError> {
     let mut conn = redis.conn().await?;
     redis
         .bounded(
-            redis::cmd("DEL")
-                .arg(sticky_key(user))
-                .query_async::<()>(&mut conn),
+            redis::Script::new(FORGET_POSITION)
+                .key(sticky_key(user))
+                .arg(replayed.0)
+                .invoke_async::<()>(&mut conn),
         )
         .await
 }
@@ -416,14 +450,12 @@ async fn replay_position(pool: &PgPool) -> Result<Lsn, sqlx::Error> {
     parse_lsn(&s)
 }
 
-/// The replay position and the time lag. A standby that has replayed everything it received
-/// is not lagging, however long ago the last transaction was.
+/// The replay position and the seconds since the last replayed transaction (0 on a primary).
 async fn lag(pool: &PgPool) -> Result<(Lsn, f64), sqlx::Error> {
     let (replayed, lag_secs): (String, f64) = sqlx::query_as(
         "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
                       else pg_current_wal_lsn() end)::text,
-                case when not pg_is_in_recovery()
-                       or pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0::float8
+                case when not pg_is_in_recovery() then 0::float8
                      else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)::float8
                 end",
     )

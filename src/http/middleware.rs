@@ -41,10 +41,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         route = %route,
     );
 
-    let in_flight = metrics::gauge!("http_requests_in_flight");
-    in_flight.increment(1.0);
+    let in_flight = InFlight::start();
     let mut response = problem_bodies(next.run(request).instrument(span.clone()).await);
-    in_flight.decrement(1.0);
+    drop(in_flight);
 
     let latency = start.elapsed();
     let status = response.status().as_u16();
@@ -111,6 +110,24 @@ pub fn problem_bodies(response: Response) -> Response {
         }
     }
     rewritten
+}
+
+/// Counts a request in flight until dropped: also when the client disconnects and the
+/// request's future is dropped mid-way, so the gauge cannot drift upwards.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start() -> Self {
+        let gauge = metrics::gauge!("http_requests_in_flight");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Answers 503 problem+json when a handler outlives the configured request timeout. The

@@ -62,7 +62,6 @@ async fn the_openapi_document_and_the_router_agree() {
         .filter_map(|rest| rest.split('"').next())
         .filter(|route| *route != "unmatched")
         .collect();
-    assert!(served.len() >= paths.len(), "{served:?}");
     for route in served {
         assert!(
             paths.contains_key(route),
