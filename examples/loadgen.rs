@@ -1,8 +1,9 @@
 //! A read-heavy load through nginx, checking read-your-writes as it goes.
 //!
-//! Many users each loop over 90 % reads (their own profile, someone else's public profile)
-//! and 10 % writes (a new name). After each write a user expects to read that name back at
-//! once, through whichever instance nginx picks; any other answer is a violation. The share
+//! Many users each loop over reads (their own profile, someone else's public profile) and,
+//! one time in ten, a write (a new name) followed at once by reading it back. Every read of
+//! their own profile must show their latest name, through whichever instance nginx picks;
+//! any other answer is a violation. About 90 % of requests are reads. The share
 //! of reads the replica served comes from the instances' `db_read_routing_total` counters.
 //!
 //!   eval "$(deploy/local/stack env --shell)"
@@ -164,6 +165,25 @@ async fn main() -> anyhow::Result<()> {
                         _ => tally.errors += 1,
                     }
                     tally.writes += 1;
+                    tally.latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    // Read it back at once, through whichever instance nginx picks: the case
+                    // where a replica is most likely not to have replayed the write yet.
+                    let t = Instant::now();
+                    let result = client
+                        .get(format!("{base}/api/v1/me"))
+                        .header("cookie", &user.cookie)
+                        .send()
+                        .await;
+                    match result {
+                        Ok(r) if r.status().is_success() => {
+                            let body: Value = r.json().await.unwrap_or_default();
+                            if body["name"].as_str() != Some(expected.as_str()) {
+                                tally.violations += 1;
+                            }
+                        }
+                        _ => tally.errors += 1,
+                    }
+                    tally.reads += 1;
                 } else if z % 2 == 0 {
                     let result = client
                         .get(format!("{base}/api/v1/me"))
