@@ -168,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
                     tally.latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                     // Read it back at once, through whichever instance nginx picks: the case
                     // where a replica is most likely not to have replayed the write yet.
-                    let t = Instant::now();
+                    let read_back = Instant::now();
                     let result = client
                         .get(format!("{base}/api/v1/me"))
                         .header("cookie", &user.cookie)
@@ -184,6 +184,10 @@ async fn main() -> anyhow::Result<()> {
                         _ => tally.errors += 1,
                     }
                     tally.reads += 1;
+                    tally
+                        .latencies_ms
+                        .push(read_back.elapsed().as_secs_f64() * 1000.0);
+                    continue;
                 } else if z % 2 == 0 {
                     let result = client
                         .get(format!("{base}/api/v1/me"))
