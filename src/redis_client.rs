@@ -54,19 +54,34 @@ impl RedisClient {
         };
         let conn = tokio::time::timeout(timeout, self.conn.get_or_try_init(|| init))
             .await
-            .map_err(|_| RedisError::Timeout(timeout))??;
+            .map_err(|_| {
+                metrics::counter!("redis_errors_total", "kind" => "connect").increment(1);
+                RedisError::Timeout(timeout)
+            })??;
         Ok(conn.clone())
     }
 
-    /// Runs one command (or pipeline) within the configured timeout.
+    /// Runs one command (or pipeline) within the configured timeout. Every command passes
+    /// here, so this is where Redis latency and errors are measured.
     pub async fn bounded<T>(
         &self,
         command: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisError> {
         let timeout = self.config.timeout;
-        Ok(tokio::time::timeout(timeout, command)
-            .await
-            .map_err(|_| RedisError::Timeout(timeout))??)
+        let start = std::time::Instant::now();
+        let result = tokio::time::timeout(timeout, command).await;
+        metrics::histogram!("redis_command_duration_seconds").record(start.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                metrics::counter!("redis_errors_total", "kind" => "error").increment(1);
+                Err(e.into())
+            }
+            Err(_) => {
+                metrics::counter!("redis_errors_total", "kind" => "timeout").increment(1);
+                Err(RedisError::Timeout(timeout))
+            }
+        }
     }
 
     /// `PING`, bounded by the configured timeout: the readiness check.

@@ -8,6 +8,7 @@ mod helpers;
 
 mod accounts;
 mod health;
+mod metrics;
 mod openapi;
 mod replication;
 mod topology;

@@ -1,0 +1,143 @@
+//! Metrics: route templates as labels (bounded cardinality), every process scraped.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{client, edge_url, env, eventually, spawn_app};
+
+/// The `route` label values of `http_requests_total` in a scrape, with their summed counts.
+fn routes(metrics: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+    {
+        let Some(route) = line
+            .split("route=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(route.to_owned()).or_insert(0.0) += value;
+    }
+    out
+}
+
+async fn scrape(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn a_404_flood_of_random_paths_creates_no_new_label_values() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let documented: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .cloned()
+        .collect();
+
+    for _ in 0..40 {
+        let path = format!("/flood/{}", uuid::Uuid::new_v4());
+        assert_eq!(app.get(&path).await.status(), StatusCode::NOT_FOUND);
+    }
+    let scraped = routes(&scrape(&format!("http://{}/metrics", app.internal_addr)).await);
+
+    assert!(
+        scraped.get("unmatched").is_some_and(|n| *n >= 40.0),
+        "{scraped:?}"
+    );
+    for route in scraped.keys() {
+        assert!(
+            route == "unmatched" || documented.contains(route),
+            "{route} is a raw path, not a template"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_instance_counts_requests_by_route_template() {
+    let client = client();
+    for _ in 0..30 {
+        let url = format!("{}/api/v1/users/{}", edge_url(), uuid::Uuid::new_v4());
+        assert_eq!(
+            client.get(url).send().await.expect("nginx").status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    // /ready pings Redis, so every instance has measured at least one Redis command.
+    for instance in crate::helpers::instance_urls() {
+        client
+            .get(format!("{instance}/ready"))
+            .send()
+            .await
+            .expect("ready");
+    }
+    let instances: Vec<String> = env("SCALEOUT_METRICS")
+        .split_whitespace()
+        .take(3)
+        .map(str::to_owned)
+        .collect();
+    for url in &instances {
+        let text = scrape(url).await;
+        let scraped = routes(&text);
+        assert!(
+            scraped.get("/api/v1/users/{id}").is_some_and(|n| *n > 0.0),
+            "{url}: {scraped:?}"
+        );
+        for series in [
+            "http_request_duration_seconds_bucket",
+            "http_requests_in_flight",
+            "db_read_routing_total",
+            "db_replica_lag_seconds",
+            "db_pool_connections",
+            "redis_command_duration_seconds",
+            "scaleout_build_info",
+        ] {
+            assert!(text.contains(series), "{url} lacks {series}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_every_instance_and_the_worker() {
+    let url = format!("{}/api/v1/targets", env("PROMETHEUS_URL"));
+    let instances = eventually("every target up", Duration::from_secs(30), || async {
+        let body: Value = client().get(&url).send().await.ok()?.json().await.ok()?;
+        let targets = body["data"]["activeTargets"].as_array()?.clone();
+        let up: BTreeSet<String> = targets
+            .iter()
+            .filter(|t| t["health"] == "up")
+            .filter_map(|t| t["labels"]["instance"].as_str().map(str::to_owned))
+            .collect();
+        (targets.len() == 4 && up.len() == 4).then_some(up)
+    })
+    .await;
+    assert_eq!(
+        instances,
+        BTreeSet::from(["app1", "app2", "app3", "worker1"].map(str::to_owned))
+    );
+}
