@@ -33,6 +33,11 @@ impl std::fmt::Debug for RedisClient {
 impl RedisClient {
     /// Parses the URL only: like the database pools, Redis may come up after the process.
     pub fn new(config: &RedisConfig) -> Result<Self, RedisError> {
+        // Error series exist from the start at zero, so dashboards and alerts see "no errors"
+        // rather than "no data".
+        for kind in ["error", "timeout", "connect"] {
+            metrics::counter!("redis_errors_total", "kind" => kind).absolute(0);
+        }
         Ok(Self {
             client: redis::Client::open(config.url.expose())?,
             config: config.clone(),

@@ -141,3 +141,131 @@ async fn prometheus_scrapes_every_instance_and_the_worker() {
         BTreeSet::from(["app1", "app2", "app3", "worker1"].map(str::to_owned))
     );
 }
+
+/// Metric names in a PromQL expression: identifiers outside label matchers and `by (...)`
+/// groupings, less PromQL's own functions and keywords.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    const PROMQL: &[&str] = &[
+        "sum",
+        "rate",
+        "irate",
+        "increase",
+        "histogram_quantile",
+        "max",
+        "min",
+        "avg",
+        "count",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "and",
+        "or",
+        "unless",
+        "topk",
+        "bottomk",
+        "abs",
+    ];
+    let mut names = BTreeSet::new();
+    let (mut depth_braces, mut grouping, mut token) = (0, false, String::new());
+    let flush = |token: &mut String, names: &mut BTreeSet<String>| {
+        let t = std::mem::take(token);
+        let is_name = t
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if is_name && !PROMQL.contains(&t.as_str()) {
+            names.insert(t);
+        }
+    };
+    let chars: Vec<char> = expr.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if depth_braces > 0 {
+            match c {
+                '{' => depth_braces += 1,
+                '}' => depth_braces -= 1,
+                _ => {}
+            }
+        } else if grouping {
+            if c == ')' {
+                grouping = false;
+            }
+        } else if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            token.push(c);
+        } else {
+            if (token == "by" || token == "without") && expr[i..].trim_start().starts_with('(') {
+                token.clear();
+                grouping = true;
+            } else {
+                flush(&mut token, &mut names);
+            }
+            if c == '{' {
+                depth_braces = 1;
+            } else if c == '[' {
+                // A range like [5m] is not a name.
+                while i < chars.len() && chars[i] != ']' {
+                    i += 1;
+                }
+            }
+        }
+        i += 1;
+    }
+    flush(&mut token, &mut names);
+    names
+}
+
+#[test]
+fn metric_names_skip_functions_labels_and_ranges() {
+    let names = metric_names(
+        r#"histogram_quantile(0.95, sum by (le, route) (rate(http_request_duration_seconds_bucket{route!="unmatched"}[5m]))) / sum(db_x_total)"#,
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from(["http_request_duration_seconds_bucket", "db_x_total"].map(str::to_owned))
+    );
+}
+
+#[tokio::test]
+async fn every_dashboard_parses_and_queries_only_exported_metrics() {
+    // A scrape of every instance: what the running service exports.
+    for instance in crate::helpers::instance_urls() {
+        client()
+            .get(format!("{instance}/ready"))
+            .send()
+            .await
+            .expect("ready");
+    }
+    let mut exported = String::new();
+    for url in env("SCALEOUT_METRICS").split_whitespace() {
+        exported.push_str(&scrape(url).await);
+    }
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("grafana/dashboards") {
+        let path = entry.expect("entry").path();
+        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+            .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for name in metric_names(expr) {
+                    // `up` is Prometheus' own series about each scrape, not the service's.
+                    if name != "up" {
+                        assert!(
+                            exported.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                                || l.starts_with(&format!("{name} "))),
+                            "{}: panel {:?} queries {name}, which no process exports",
+                            path.display(),
+                            panel["title"]
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 10, "checked {checked} metric references");
+}
