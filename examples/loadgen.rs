@@ -95,6 +95,31 @@ async fn routed(client: &reqwest::Client, metrics: &[String]) -> (f64, f64) {
     (replica, primary)
 }
 
+/// Reads the caller's profile and counts a violation unless it shows `expected`.
+async fn read_own_name(
+    client: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    expected: &str,
+    tally: &mut Tally,
+) {
+    let result = client
+        .get(format!("{base}/api/v1/me"))
+        .header("cookie", cookie)
+        .send()
+        .await;
+    match result {
+        Ok(r) if r.status().is_success() => {
+            let body: Value = r.json().await.unwrap_or_default();
+            if body["name"].as_str() != Some(expected) {
+                tally.violations += 1;
+            }
+        }
+        _ => tally.errors += 1,
+    }
+    tally.reads += 1;
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -169,41 +194,13 @@ async fn main() -> anyhow::Result<()> {
                     // Read it back at once, through whichever instance nginx picks: the case
                     // where a replica is most likely not to have replayed the write yet.
                     let read_back = Instant::now();
-                    let result = client
-                        .get(format!("{base}/api/v1/me"))
-                        .header("cookie", &user.cookie)
-                        .send()
-                        .await;
-                    match result {
-                        Ok(r) if r.status().is_success() => {
-                            let body: Value = r.json().await.unwrap_or_default();
-                            if body["name"].as_str() != Some(expected.as_str()) {
-                                tally.violations += 1;
-                            }
-                        }
-                        _ => tally.errors += 1,
-                    }
-                    tally.reads += 1;
+                    read_own_name(&client, &base, &user.cookie, &expected, &mut tally).await;
                     tally
                         .latencies_ms
                         .push(read_back.elapsed().as_secs_f64() * 1000.0);
                     continue;
                 } else if z % 2 == 0 {
-                    let result = client
-                        .get(format!("{base}/api/v1/me"))
-                        .header("cookie", &user.cookie)
-                        .send()
-                        .await;
-                    match result {
-                        Ok(r) if r.status().is_success() => {
-                            let body: Value = r.json().await.unwrap_or_default();
-                            if body["name"].as_str() != Some(expected.as_str()) {
-                                tally.violations += 1;
-                            }
-                        }
-                        _ => tally.errors += 1,
-                    }
-                    tally.reads += 1;
+                    read_own_name(&client, &base, &user.cookie, &expected, &mut tally).await;
                 } else {
                     let other = &ids[(z >> 8) as usize % ids.len()];
                     let result = client

@@ -98,15 +98,7 @@ impl Sessions {
         let id = session.id();
         session.flush().await?;
         if let Some(id) = id {
-            let mut conn = self.redis.conn().await?;
-            self.redis
-                .bounded(
-                    redis::cmd("SREM")
-                        .arg(index_key(user))
-                        .arg(id.to_string())
-                        .query_async::<()>(&mut conn),
-                )
-                .await?;
+            self.unindex(user, id).await?;
         }
         Ok(())
     }
@@ -121,16 +113,21 @@ impl Sessions {
                 .delete(&id)
                 .await
                 .map_err(|e| ApiError::unavailable("sessions", e))?;
-            let mut conn = self.redis.conn().await?;
-            self.redis
-                .bounded(
-                    redis::cmd("SREM")
-                        .arg(index_key(user))
-                        .arg(id.to_string())
-                        .query_async::<()>(&mut conn),
-                )
-                .await?;
+            self.unindex(user, id).await?;
         }
+        Ok(())
+    }
+
+    async fn unindex(&self, user: Uuid, id: Id) -> Result<(), ApiError> {
+        let mut conn = self.redis.conn().await?;
+        self.redis
+            .bounded(
+                redis::cmd("SREM")
+                    .arg(index_key(user))
+                    .arg(id.to_string())
+                    .query_async::<()>(&mut conn),
+            )
+            .await?;
         Ok(())
     }
 
@@ -156,15 +153,7 @@ impl Sessions {
                 .await
                 .map_err(|e| ApiError::unavailable("sessions", e))?;
             if live.is_none() {
-                let mut conn = self.redis.conn().await?;
-                self.redis
-                    .bounded(
-                        redis::cmd("SREM")
-                            .arg(index_key(user))
-                            .arg(id.to_string())
-                            .query_async::<()>(&mut conn),
-                    )
-                    .await?;
+                self.unindex(user, id).await?;
             }
         }
         Ok(())

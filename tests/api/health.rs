@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with};
+use crate::helpers::{eventually, scrape, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_answers_ok_with_the_instance_id() {
@@ -132,15 +132,7 @@ async fn the_metrics_listener_is_separate_and_labels_routes_by_template() {
     let app = spawn_app().await;
     app.get("/health").await;
 
-    let metrics = app
-        .client
-        .get(format!("http://{}/metrics", app.internal_addr))
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&format!("http://{}/metrics", app.internal_addr)).await;
 
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/health\""), "{metrics}");

@@ -60,6 +60,18 @@ where
     }
 }
 
+/// The text of a Prometheus metrics endpoint.
+pub async fn scrape(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("the metrics endpoint answers")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// Runs a `deploy/local/stack` command against the test topology and returns its stdout.
 pub fn stack(args: &[&str]) -> String {
     let output = Command::new(env("SCALEOUT_STACK"))

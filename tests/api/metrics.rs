@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{client, edge_url, env, eventually, spawn_app};
+use crate::helpers::{client, edge_url, env, eventually, scrape, spawn_app};
 
 /// The `route` label values of `http_requests_total` in a scrape, with their summed counts.
 fn routes(metrics: &str) -> std::collections::BTreeMap<String, f64> {
@@ -30,17 +30,6 @@ fn routes(metrics: &str) -> std::collections::BTreeMap<String, f64> {
         *out.entry(route.to_owned()).or_insert(0.0) += value;
     }
     out
-}
-
-async fn scrape(url: &str) -> String {
-    client()
-        .get(url)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
 }
 
 #[tokio::test]

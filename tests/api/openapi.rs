@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{scrape, spawn_app};
 
 #[tokio::test]
 async fn the_openapi_document_and_the_router_agree() {
@@ -47,15 +47,7 @@ async fn the_openapi_document_and_the_router_agree() {
     }
 
     // Every route template that served a request above is in the document.
-    let metrics = app
-        .client
-        .get(format!("http://{}/metrics", app.internal_addr))
-        .send()
-        .await
-        .expect("answers")
-        .text()
-        .await
-        .expect("text");
+    let metrics = scrape(&format!("http://{}/metrics", app.internal_addr)).await;
     let served: BTreeSet<&str> = metrics
         .split("route=\"")
         .skip(1)

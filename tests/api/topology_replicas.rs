@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    Api, TestUser, client, edge_url, env, eventually, instance_urls, signed_up, stack,
+    Api, TestUser, client, edge_url, env, eventually, instance_urls, scrape, signed_up, stack,
 };
 
 async fn ops() -> PgPool {
@@ -91,14 +91,7 @@ async fn routed(instance: usize, target: &str, reason: &str) -> f64 {
         .nth(instance)
         .expect("a metrics url")
         .to_owned();
-    let text = client()
-        .get(url)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = scrape(&url).await;
     let wanted = format!("db_read_routing_total{{target=\"{target}\",reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&wanted))
