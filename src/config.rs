@@ -43,6 +43,7 @@
 //! | `LOGIN_FAILURE_WINDOW_SECS` | auth | `900` |
 //! | `LOG_FORMAT` | logs | `json` (`pretty` for humans) |
 //! | `RUST_LOG` | logs | `info` |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | traces | unset: no trace export |
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -453,6 +454,8 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
+    /// OTLP/HTTP collector base URL (`http://collector:4318`); spans go to `/v1/traces`.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl LogConfig {
@@ -468,9 +471,17 @@ impl LogConfig {
                 });
             }
         };
+        let otlp_endpoint = match r.raw("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            Some(e) => {
+                check_scheme("OTEL_EXPORTER_OTLP_ENDPOINT", &e, &["http", "https"])?;
+                Some(e)
+            }
+            None => None,
+        };
         Ok(Self {
             format,
             filter: r.raw("RUST_LOG").unwrap_or_else(|| "info".into()),
+            otlp_endpoint,
         })
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use scaleout::config::{
-    ConfigError, DatabaseConfig, LogConfig, ProcessEnv, ServeConfig, WorkerConfig,
+    ConfigError, DatabaseConfig, InstanceConfig, LogConfig, ProcessEnv, ServeConfig, WorkerConfig,
 };
 use scaleout::{db, shutdown, startup, telemetry, worker};
 
@@ -65,7 +65,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let env = ProcessEnv;
-    telemetry::init_logs(&LogConfig::from_source(&env)?);
+    let instance = InstanceConfig::from_source(&env)?;
+    let process = match cli.command {
+        Command::Serve => "serve",
+        Command::Worker => "worker",
+        Command::Migrate => "migrate",
+    };
+    let tracer = telemetry::init_telemetry(&LogConfig::from_source(&env)?, &instance.id, process)?;
     // Parse all configuration before starting the runtime: a bad variable fails in
     // milliseconds, before any connection is attempted.
     let runtime = tokio::runtime::Runtime::new().map_err(anyhow::Error::from)?;
@@ -97,6 +103,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 anyhow::Ok(())
             })?;
         }
+    }
+    if let Some(tracer) = tracer {
+        // Spans still batched in memory are sent before the process exits.
+        let _ = tracer.shutdown();
     }
     Ok(())
 }

@@ -8,29 +8,85 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::time::UtcTime;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. Call once, from `main` (tests opt in with `TEST_LOG`).
 pub fn init_logs(config: &LogConfig) {
+    // A second call (several in-process apps in one test binary) keeps the first subscriber.
+    let _ = init(config, None);
+}
+
+/// Logs and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, traces exported over OTLP/HTTP.
+/// Returns the tracer provider, to flush on exit. Call before starting the async runtime:
+/// the exporter's HTTP client is a blocking one, used from the batch processor's thread.
+pub fn init_telemetry(
+    config: &LogConfig,
+    instance: &str,
+    process: &'static str,
+) -> anyhow::Result<Option<SdkTracerProvider>> {
+    let provider = match &config.otlp_endpoint {
+        Some(endpoint) => Some(tracer_provider(endpoint, instance, process)?),
+        None => None,
+    };
+    init(config, provider.clone())?;
+    Ok(provider)
+}
+
+/// An OTLP exporter to `{endpoint}/v1/traces`, batching spans on its own thread.
+pub fn tracer_provider(
+    endpoint: &str,
+    instance: &str,
+    process: &'static str,
+) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpJson)
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()?;
+    let resource = Resource::builder()
+        .with_service_name("scaleout")
+        .with_attribute(KeyValue::new("service.instance.id", instance.to_owned()))
+        .with_attribute(KeyValue::new("scaleout.process", process))
+        .build();
+    // W3C traceparent in and out: nginx passes it through, jobs will carry it.
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// The subscriber: the log format asked for, plus span export when a provider is given.
+pub fn init(config: &LogConfig, provider: Option<SdkTracerProvider>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let otel = provider.map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("scaleout")));
+    let registry = tracing_subscriber::registry().with(otel).with(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_timer(UtcTime::rfc_3339())
         .with_writer(std::io::stdout);
-    let result = match config.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.pretty().try_init(),
-    };
-    // A second call (several in-process apps in one test binary) keeps the first subscriber.
-    let _ = result;
+    match config.format {
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init()?,
+        LogFormat::Pretty => registry.with(fmt.pretty()).try_init()?,
+    }
+    Ok(())
 }
 
 /// Latency buckets in seconds: dense between 5 ms and 1 s where p50/p95/p99 of an API live.

@@ -39,7 +39,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         instance = %state.instance_id(),
         method = %method,
         route = %route,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
+    continue_trace(&span, request.headers());
 
     let in_flight = InFlight::start();
     let mut response = problem_bodies(next.run(request).instrument(span.clone()).await);
@@ -83,6 +86,36 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         );
     });
     response
+}
+
+/// Makes the request span a child of the caller's W3C `traceparent` (nginx passes it on),
+/// and records the trace and span ids so every log line of the request carries them.
+fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    // Fails only when trace export is off: there is no trace to continue then.
+    let _ = span.set_parent(parent);
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", tracing::field::display(ids.trace_id()));
+        span.record("span_id", tracing::field::display(ids.span_id()));
+    }
+}
+
+/// Request headers as an OpenTelemetry propagation carrier.
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }
 
 /// Gives error responses made below the handlers (the router's 405, the body limit's 413,

@@ -13,3 +13,4 @@ mod openapi;
 mod replication;
 mod topology;
 mod topology_replicas;
+mod traces;
