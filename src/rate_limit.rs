@@ -49,44 +49,6 @@ impl Limit {
             .await
     }
 
-    /// Seconds until the window resets, if the limit is reached; `None` while under it.
-    pub async fn check(&self, redis: &RedisClient) -> Result<Option<u64>, RedisError> {
-        let mut conn = redis.conn().await?;
-        let (count, ttl): (Option<u64>, i64) = redis
-            .bounded(
-                redis::pipe()
-                    .get(&self.key)
-                    .ttl(&self.key)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(match count {
-            Some(n) if n >= self.max => Some(ttl.max(1) as u64),
-            _ => None,
-        })
-    }
-
-    /// Counts one event. The window starts with the first event (EXPIRE NX), so it cannot be
-    /// extended forever by a steady trickle.
-    pub async fn record(&self, redis: &RedisClient) -> Result<(), RedisError> {
-        let mut conn = redis.conn().await?;
-        let secs = self.window.as_secs().max(1);
-        redis
-            .bounded(
-                redis::pipe()
-                    .atomic()
-                    .incr(&self.key, 1)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&self.key)
-                    .arg(secs)
-                    .arg("NX")
-                    .ignore()
-                    .query_async::<()>(&mut conn),
-            )
-            .await
-    }
-
     pub async fn reset(&self, redis: &RedisClient) -> Result<(), RedisError> {
         let mut conn = redis.conn().await?;
         redis

@@ -381,11 +381,6 @@ impl Db {
         }
     }
 
-    /// Whether the probe currently considers the first replica fit for reads.
-    pub fn replica_healthy(&self) -> bool {
-        self.0.replicas[0].healthy.load(Ordering::Relaxed)
-    }
-
     /// Closes every pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.0.primary.close().await;
