@@ -110,6 +110,15 @@ impl TestApp {
             .expect("the in-process app answers")
     }
 
+    /// The OpenAPI document this app serves.
+    pub async fn openapi(&self) -> serde_json::Value {
+        self.get("/api-docs/openapi.json")
+            .await
+            .json()
+            .await
+            .expect("the OpenAPI document is JSON")
+    }
+
     /// Sends the shutdown signal, as SIGTERM would.
     pub fn signal_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {

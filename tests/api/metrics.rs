@@ -35,12 +35,7 @@ fn routes(metrics: &str) -> std::collections::BTreeMap<String, f64> {
 #[tokio::test]
 async fn a_404_flood_of_random_paths_creates_no_new_label_values() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .get("/api-docs/openapi.json")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let doc = app.openapi().await;
     let documented: BTreeSet<String> = doc["paths"]
         .as_object()
         .expect("paths")

@@ -11,12 +11,7 @@ use crate::helpers::{scrape, spawn_app};
 #[tokio::test]
 async fn the_openapi_document_and_the_router_agree() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .get("/api-docs/openapi.json")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let doc = app.openapi().await;
     assert!(
         doc["openapi"]
             .as_str()
