@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
 
 use crate::helpers::{scrape, spawn_app};
 
