@@ -1,5 +1,6 @@
-//! SQL for accounts. The executor says where a query runs; handlers choose it at the call
-//! site (`db.write()`, `db.read(&caller, ..)`, `db.read_primary()`).
+//! SQL for accounts, checked against the schema at compile time (sqlx's macros; offline data
+//! in `.sqlx/`). The executor says where a query runs; handlers choose it at the call site
+//! (`db.write()`, `db.read(&caller, ..)`, `db.read_primary()`).
 
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
@@ -7,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -34,15 +35,16 @@ pub async fn insert(
     name: &str,
     password_hash: &str,
 ) -> Result<User, ApiError> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        User,
         "insert into users (id, email, name, password_hash)
          values ($1, $2, $3, $4)
          returning id, email, name, created_at, updated_at",
+        Uuid::now_v7(),
+        email,
+        name,
+        password_hash,
     )
-    .bind(Uuid::now_v7())
-    .bind(email)
-    .bind(name)
-    .bind(password_hash)
     .fetch_one(db)
     .await
     .map_err(email_taken)
@@ -54,19 +56,19 @@ pub async fn credentials_by_email(
     db: impl PgExecutor<'_>,
     email: &str,
 ) -> Result<Option<(Uuid, String)>, ApiError> {
-    Ok(
-        sqlx::query_as("select id, password_hash from users where lower(email) = lower($1)")
-            .bind(email)
-            .fetch_optional(db)
-            .await?,
+    let row = sqlx::query!(
+        "select id, password_hash from users where lower(email) = lower($1)",
+        email
     )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.id, r.password_hash)))
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn password_hash(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>, ApiError> {
     Ok(
-        sqlx::query_scalar("select password_hash from users where id = $1")
-            .bind(id)
+        sqlx::query_scalar!("select password_hash from users where id = $1", id)
             .fetch_optional(db)
             .await?,
     )
@@ -74,10 +76,13 @@ pub async fn password_hash(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<S
 
 #[tracing::instrument(skip_all)]
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("select id, email, name, created_at, updated_at from users where id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        User,
+        "select id, email, name, created_at, updated_at from users where id = $1",
+        id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Changes the given fields only; `None` keeps the current value.
@@ -88,15 +93,16 @@ pub async fn update_profile(
     name: Option<&str>,
     email: Option<&str>,
 ) -> Result<Option<User>, ApiError> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        User,
         "update users
             set name = coalesce($2, name), email = coalesce($3, email), updated_at = now()
           where id = $1
       returning id, email, name, created_at, updated_at",
+        id,
+        name,
+        email,
     )
-    .bind(id)
-    .bind(name)
-    .bind(email)
     .fetch_optional(db)
     .await
     .map_err(email_taken)
@@ -104,10 +110,12 @@ pub async fn update_profile(
 
 #[tracing::instrument(skip_all)]
 pub async fn set_password(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> Result<(), ApiError> {
-    sqlx::query("update users set password_hash = $2, updated_at = now() where id = $1")
-        .bind(id)
-        .bind(hash)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update users set password_hash = $2, updated_at = now() where id = $1",
+        id,
+        hash
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }

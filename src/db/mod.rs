@@ -197,7 +197,7 @@ impl Db {
             return;
         };
         let result = async {
-            let lsn: String = sqlx::query_scalar("select pg_current_wal_insert_lsn()::text")
+            let lsn = sqlx::query_scalar!(r#"select pg_current_wal_insert_lsn()::text as "lsn!""#)
                 .fetch_one(&self.0.primary)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -427,7 +427,7 @@ fn parse_lsn(s: &str) -> Result<Lsn, sqlx::Error> {
 }
 
 async fn current_position(pool: &PgPool) -> Result<Lsn, sqlx::Error> {
-    let s: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
+    let s = sqlx::query_scalar!(r#"select pg_current_wal_lsn()::text as "lsn!""#)
         .fetch_one(pool)
         .await?;
     parse_lsn(&s)
@@ -436,9 +436,9 @@ async fn current_position(pool: &PgPool) -> Result<Lsn, sqlx::Error> {
 /// What a server has applied: a standby's replay position, or a primary's own position (a
 /// "replica" pool that points at the primary is always caught up).
 async fn replay_position(pool: &PgPool) -> Result<Lsn, sqlx::Error> {
-    let s: String = sqlx::query_scalar(
-        "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
-                      else pg_current_wal_lsn() end)::text",
+    let s = sqlx::query_scalar!(
+        r#"select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
+                        else pg_current_wal_lsn() end)::text as "lsn!""#
     )
     .fetch_one(pool)
     .await?;
@@ -447,16 +447,16 @@ async fn replay_position(pool: &PgPool) -> Result<Lsn, sqlx::Error> {
 
 /// The replay position and the seconds since the last replayed transaction (0 on a primary).
 async fn lag(pool: &PgPool) -> Result<(Lsn, f64), sqlx::Error> {
-    let (replayed, lag_secs): (String, f64) = sqlx::query_as(
-        "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
-                      else pg_current_wal_lsn() end)::text,
-                case when not pg_is_in_recovery() then 0::float8
-                     else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)::float8
-                end",
+    let row = sqlx::query!(
+        r#"select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()
+                        else pg_current_wal_lsn() end)::text as "replayed!",
+                  (case when not pg_is_in_recovery() then 0::float8
+                        else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)::float8
+                   end) as "lag_secs!""#
     )
     .fetch_one(pool)
     .await?;
-    Ok((parse_lsn(&replayed)?, lag_secs))
+    Ok((parse_lsn(&row.replayed)?, row.lag_secs))
 }
 
 fn pool_options(config: &DatabaseConfig, max: u32) -> PgPoolOptions {
