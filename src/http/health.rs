@@ -17,39 +17,11 @@ use serde::Serialize;
 use crate::app::AppState;
 use crate::shutdown::Lifecycle;
 
-/// The body of `/health`, for the OpenAPI document.
+/// The body of `/health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"status": "ok", "instance": "app1"}))]
-pub struct HealthBody {
-    /// `ok` or `draining`.
-    pub status: String,
-    pub instance: String,
-}
-
-/// One dependency's check, for the OpenAPI document.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CheckBody {
-    /// `up` or `down`.
-    pub status: String,
-    pub latency_ms: f64,
-    /// `timeout` or `error`, when down.
-    pub error: Option<String>,
-}
-
-/// The body of `/ready`, for the OpenAPI document.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"status": "ready", "instance": "app1", "down": [],
-    "checks": {"primary": {"status": "up", "latency_ms": 0.8}}}))]
-pub struct ReadinessBody {
-    /// `ready`, `degraded` (only an optional dependency is down), `unavailable` or `draining`.
-    pub status: String,
-    pub instance: String,
-    pub down: Vec<String>,
-    pub checks: BTreeMap<String, CheckBody>,
-}
-
-#[derive(Debug, Serialize)]
 pub struct Health<'a> {
+    /// `ok` or `draining`.
     pub status: &'static str,
     pub instance: &'a str,
 }
@@ -75,24 +47,31 @@ pub fn health_response(lifecycle: &Lifecycle, instance: &str) -> Response {
 #[utoipa::path(
     get, path = "/health", tag = "operations",
     responses(
-        (status = 200, description = "The process is alive", body = HealthBody),
-        (status = 503, description = "The instance is draining before shutdown", body = HealthBody),
+        (status = 200, description = "The process is alive", body = Health),
+        (status = 503, description = "The instance is draining before shutdown", body = Health),
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Response {
     health_response(&state.lifecycle, state.instance_id())
 }
 
-#[derive(Debug, Serialize)]
+/// One dependency's check in `/ready`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
+    /// `up` or `down`.
     pub status: &'static str,
     pub latency_ms: f64,
+    /// `timeout` or `error`, when down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
 }
 
-#[derive(Debug, Serialize)]
+/// The body of `/ready`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "ready", "instance": "app1", "down": [],
+    "checks": {"primary": {"status": "up", "latency_ms": 0.8}}}))]
 pub struct Readiness<'a> {
+    /// `ready`, `degraded` (only an optional dependency is down), `unavailable` or `draining`.
     pub status: &'static str,
     pub instance: &'a str,
     /// The dependencies that failed their check, so a 503 names its cause at a glance.
@@ -172,8 +151,8 @@ pub fn readiness_response(
 #[utoipa::path(
     get, path = "/ready", tag = "operations",
     responses(
-        (status = 200, description = "Every required dependency answered. `degraded` names a replica that is down: reads go to the primary meanwhile", body = ReadinessBody),
-        (status = 503, description = "A required dependency is down (named in `down`), or the instance is draining", body = ReadinessBody),
+        (status = 200, description = "Every required dependency answered. `degraded` names a replica that is down: reads go to the primary meanwhile", body = Readiness),
+        (status = 503, description = "A required dependency is down (named in `down`), or the instance is draining", body = Readiness),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
