@@ -33,6 +33,14 @@
 //! | `S3_SECRET_ACCESS_KEY` | storage | required |
 //! | `S3_FORCE_PATH_STYLE` | storage | `true` |
 //! | `S3_TIMEOUT_MS` | storage | `5000` |
+//! | `S3_PUBLIC_ENDPOINT` | storage | `S3_ENDPOINT`: where clients reach presigned URLs |
+//! | `UPLOAD_MAX_BYTES` | files | `262144000` (250 MiB) |
+//! | `UPLOAD_PART_BYTES` | files | `8388608` (8 MiB; S3's minimum is 5 MiB) |
+//! | `UPLOAD_ALLOWED_TYPES` | files | `image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain` |
+//! | `UPLOAD_TIMEOUT_SECS` | files | `600`: the whole request of a streamed upload |
+//! | `UPLOAD_URL_TTL_SECS` | files | `900`: presigned PUT for direct uploads |
+//! | `DOWNLOAD_URL_TTL_SECS` | files | `300`: presigned GET behind `/content` |
+//! | `AVATAR_MAX_BYTES` | files | `5242880` (5 MiB) |
 //! | `READY_CHECK_TIMEOUT_MS` | readiness | `1000` |
 //! | `SESSION_COOKIE_SECURE` | auth | `true` (`false` only for plain-http local use) |
 //! | `SESSION_INACTIVITY_SECS` | auth | `1800` |
@@ -356,6 +364,9 @@ pub struct StorageConfig {
     /// Path-style addressing (`endpoint/bucket/key`): what Garage and MinIO expect.
     pub force_path_style: bool,
     pub timeout: Duration,
+    /// The endpoint written into presigned URLs: clients may not reach the internal one
+    /// (a compose service name, a private address).
+    pub public_endpoint: Option<String>,
 }
 
 impl StorageConfig {
@@ -376,6 +387,13 @@ impl StorageConfig {
             secret_access_key: Secret::new(r.required("S3_SECRET_ACCESS_KEY")?),
             force_path_style: r.parse("S3_FORCE_PATH_STYLE", true)?,
             timeout: r.duration("S3_TIMEOUT_MS", 5_000, Duration::from_millis)?,
+            public_endpoint: match r.raw("S3_PUBLIC_ENDPOINT") {
+                Some(e) => {
+                    check_scheme("S3_PUBLIC_ENDPOINT", &e, &["http", "https"])?;
+                    Some(e)
+                }
+                None => None,
+            },
         })
     }
 }
@@ -391,6 +409,79 @@ impl ReadyConfig {
         let r = Reader(source);
         Ok(Self {
             check_timeout: r.duration("READY_CHECK_TIMEOUT_MS", 1_000, Duration::from_millis)?,
+        })
+    }
+}
+
+/// Uploads: how large, which types, how long a presigned URL lives.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    pub max_bytes: u64,
+    /// Bytes buffered per multipart part: the memory one streamed upload holds at once.
+    pub part_bytes: usize,
+    /// Content types accepted, as recognised from a file's leading bytes.
+    pub allowed_types: Vec<String>,
+    pub upload_timeout: Duration,
+    pub upload_url_ttl: Duration,
+    pub download_url_ttl: Duration,
+    pub avatar_max_bytes: u64,
+}
+
+/// S3 refuses parts under 5 MiB, except the last.
+const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
+
+impl FilesConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        let part_bytes: usize = r.parse("UPLOAD_PART_BYTES", 8 * 1024 * 1024)?;
+        if part_bytes < MIN_PART_BYTES {
+            return Err(ConfigError {
+                var: "UPLOAD_PART_BYTES",
+                problem: format!("must be at least {MIN_PART_BYTES} (S3's minimum part size)"),
+            });
+        }
+        let allowed_types = r
+            .raw("UPLOAD_ALLOWED_TYPES")
+            .unwrap_or_else(|| {
+                "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain".into()
+            })
+            .split(',')
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>();
+        if let Some(unknown) = allowed_types
+            .iter()
+            .find(|t| !crate::files::sniff::RECOGNISED.contains(&t.as_str()))
+        {
+            return Err(ConfigError {
+                var: "UPLOAD_ALLOWED_TYPES",
+                problem: format!(
+                    "{unknown:?} cannot be recognised from a file's bytes; choose from {}",
+                    crate::files::sniff::RECOGNISED.join(", ")
+                ),
+            });
+        }
+        let max_bytes = r.parse::<u64>("UPLOAD_MAX_BYTES", 250 * 1024 * 1024)?;
+        let avatar_max_bytes = r.parse::<u64>("AVATAR_MAX_BYTES", 5 * 1024 * 1024)?;
+        for (var, value) in [
+            ("UPLOAD_MAX_BYTES", max_bytes),
+            ("AVATAR_MAX_BYTES", avatar_max_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError {
+                    var,
+                    problem: "must be greater than zero".into(),
+                });
+            }
+        }
+        Ok(Self {
+            max_bytes,
+            part_bytes,
+            allowed_types,
+            upload_timeout: r.duration("UPLOAD_TIMEOUT_SECS", 600, Duration::from_secs)?,
+            upload_url_ttl: r.duration("UPLOAD_URL_TTL_SECS", 900, Duration::from_secs)?,
+            download_url_ttl: r.duration("DOWNLOAD_URL_TTL_SECS", 300, Duration::from_secs)?,
+            avatar_max_bytes,
         })
     }
 }
@@ -496,6 +587,7 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub storage: StorageConfig,
+    pub files: FilesConfig,
     pub ready: ReadyConfig,
     pub auth: AuthConfig,
 }
@@ -510,6 +602,7 @@ impl ServeConfig {
             database: DatabaseConfig::from_source(source)?,
             redis: RedisConfig::from_source(source)?,
             storage: StorageConfig::from_source(source)?,
+            files: FilesConfig::from_source(source)?,
             ready: ReadyConfig::from_source(source)?,
             auth: AuthConfig::from_source(source)?,
         })

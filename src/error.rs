@@ -115,6 +115,9 @@ pub enum ApiError {
     /// 400: the body is not well-formed JSON.
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
+    /// 400: a body or parameter that cannot be read at all (a broken multipart body).
+    #[error("{detail}")]
+    BadRequest { kind: &'static str, detail: String },
     /// 401: no valid session.
     #[error("authentication required")]
     Unauthenticated,
@@ -137,6 +140,9 @@ pub enum ApiError {
     /// 415: the body is not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// 415: an upload whose bytes are not an allowed type, or not the type it claims.
+    #[error("{0}")]
+    UnsupportedFileType(String),
     /// 422: well-formed JSON that breaks the rules; `errors` says which field and why.
     #[error("validation failed")]
     Validation(FieldErrors),
@@ -180,6 +186,9 @@ impl IntoResponse for ApiError {
                 "The body is not valid JSON",
             )
             .with_detail(detail.clone()),
+            Self::BadRequest { kind, detail } => {
+                Problem::new(S::BAD_REQUEST, kind, "Bad request").with_detail(detail.clone())
+            }
             Self::Unauthenticated => Problem::new(
                 S::UNAUTHORIZED,
                 "unauthenticated",
@@ -200,6 +209,12 @@ impl IntoResponse for ApiError {
             Self::PayloadTooLarge => Problem::for_status(S::PAYLOAD_TOO_LARGE),
             Self::UnsupportedMediaType => Problem::for_status(S::UNSUPPORTED_MEDIA_TYPE)
                 .with_detail("expected Content-Type: application/json"),
+            Self::UnsupportedFileType(detail) => Problem::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-file-type",
+                "The file's type is not accepted",
+            )
+            .with_detail(detail.clone()),
             Self::Validation(errors) => {
                 let mut p = Problem::new(
                     S::UNPROCESSABLE_ENTITY,

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod internal;
 pub mod rate_limit;

@@ -1,44 +1,91 @@
 //! Object storage through the S3 API: any S3-compatible server (Garage locally, AWS S3 or
 //! another provider in the cloud). Uploads live here, never on an instance's disk.
+//!
+//! Every call is bounded by the configured timeout, timed into
+//! `storage_request_duration_seconds{operation}`, counted into `storage_errors_total` when it
+//! fails, and traced as a span: a slow object store shows up in all three places.
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, timeout::TimeoutConfig};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    timeout::TimeoutConfig,
+};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use tracing::Instrument;
 
 use crate::config::StorageConfig;
+
+/// The operations we time and count; the error counters start at zero for each, so dashboards
+/// and alerts see a series before the first failure.
+const OPERATIONS: &[&str] = &[
+    "put_object",
+    "create_multipart_upload",
+    "upload_part",
+    "complete_multipart_upload",
+    "abort_multipart_upload",
+    "head_object",
+    "get_object",
+    "delete_object",
+    "list_objects",
+];
+
+/// A failed object-storage call: unreachable, too slow, or refused.
+#[derive(Debug, thiserror::Error)]
+#[error("object storage {operation} failed: {message}")]
+pub struct StorageError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+impl From<StorageError> for crate::error::ApiError {
+    fn from(e: StorageError) -> Self {
+        Self::unavailable("object storage", e)
+    }
+}
+
+/// What `HEAD` says about an object.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub content_type: Option<String>,
+}
+
+/// A presigned request: the client sends exactly this, with these headers, before `expires_in`.
+#[derive(Debug, Clone)]
+pub struct Presigned {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+}
 
 /// The S3 client and the bucket every object of this deployment lives in.
 #[derive(Debug, Clone)]
 pub struct Storage {
     client: aws_sdk_s3::Client,
+    /// Same credentials, the public endpoint: signs URLs that clients use directly.
+    presigner: aws_sdk_s3::Client,
     bucket: String,
 }
 
 impl Storage {
     pub fn new(config: &StorageConfig) -> Self {
-        let credentials = Credentials::new(
-            &config.access_key_id,
-            config.secret_access_key.expose(),
-            None,
-            None,
-            "scaleout-environment",
-        );
-        // Every call is bounded: a slow or absent object store must turn into a fast error,
-        // not a request that hangs until the client gives up.
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(config.timeout)
-            .operation_attempt_timeout(config.timeout)
-            .operation_timeout(config.timeout * 2)
-            .build();
-        let mut builder = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()))
-            .credentials_provider(credentials)
-            .force_path_style(config.force_path_style)
-            .timeout_config(timeouts);
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder.endpoint_url(endpoint);
+        for operation in OPERATIONS {
+            metrics::counter!("storage_errors_total", "operation" => *operation).absolute(0);
         }
+        let client = build_client(config, config.endpoint.as_deref());
+        let presigner = match &config.public_endpoint {
+            Some(public) => build_client(config, Some(public)),
+            None => client.clone(),
+        };
         Self {
-            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            client,
+            presigner,
             bucket: config.bucket.clone(),
         }
     }
@@ -61,4 +108,342 @@ impl Storage {
             .map_err(aws_sdk_s3::Error::from)?;
         Ok(())
     }
+
+    /// One object in one request: for bodies smaller than a multipart part.
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        let len = body.len() as i64;
+        call(
+            "put_object",
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .content_length(len)
+                .body(ByteStream::from(body))
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Starts a multipart upload and returns its id.
+    pub async fn create_multipart_upload(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<String, StorageError> {
+        let out = call(
+            "create_multipart_upload",
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .send(),
+        )
+        .await?;
+        out.upload_id.ok_or_else(|| StorageError {
+            operation: "create_multipart_upload",
+            message: "the response carries no upload id".into(),
+        })
+    }
+
+    /// Uploads part `number` (from 1) and returns what completion needs to name it.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart, StorageError> {
+        let len = body.len() as i64;
+        let out = call(
+            "upload_part",
+            self.client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(len)
+                .body(ByteStream::from(body))
+                .send(),
+        )
+        .await?;
+        Ok(CompletedPart::builder()
+            .set_e_tag(out.e_tag)
+            .part_number(number)
+            .build())
+    }
+
+    pub async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), StorageError> {
+        call(
+            "complete_multipart_upload",
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Drops the parts of an unfinished upload, so storage holds nothing for it.
+    pub async fn abort_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        call(
+            "abort_multipart_upload",
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Size and type of an object, or `None` when there is no such object.
+    pub async fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        let result = timed(
+            "head_object",
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        )
+        .await;
+        match result {
+            Ok(out) => Ok(Some(ObjectInfo {
+                size: out.content_length.unwrap_or(0).max(0) as u64,
+                content_type: out.content_type,
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => {
+                metrics::counter!("storage_errors_total", "operation" => "head_object")
+                    .increment(1);
+                Err(failed("head_object", &e))
+            }
+        }
+    }
+
+    /// The first `len` bytes of an object (fewer if it is shorter).
+    pub async fn read_prefix(&self, key: &str, len: usize) -> Result<Bytes, StorageError> {
+        let out = call(
+            "get_object",
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .range(format!("bytes=0-{}", len.saturating_sub(1)))
+                .send(),
+        )
+        .await?;
+        let body = out.body.collect().await.map_err(|e| StorageError {
+            operation: "get_object",
+            message: e.to_string(),
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    /// The whole object, for workers that transform it (thumbnails): callers bound the size.
+    pub async fn get_object(&self, key: &str) -> Result<Bytes, StorageError> {
+        let out = call(
+            "get_object",
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        )
+        .await?;
+        let body = out.body.collect().await.map_err(|e| StorageError {
+            operation: "get_object",
+            message: e.to_string(),
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    /// Deletes an object; deleting one that does not exist succeeds (S3 semantics), which is
+    /// what makes retried deletions harmless.
+    pub async fn delete_object(&self, key: &str) -> Result<(), StorageError> {
+        call(
+            "delete_object",
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Keys under `prefix` (at most 1000: one page).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let out = call(
+            "list_objects",
+            self.client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .send(),
+        )
+        .await?;
+        Ok(out
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| o.key)
+            .collect())
+    }
+
+    /// A URL that lets its holder PUT exactly `len` bytes of `content_type` to `key` until it
+    /// expires. Length and type are signed headers: a different body is refused by storage.
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        len: u64,
+        expires_in: Duration,
+    ) -> Result<Presigned, StorageError> {
+        let config = presigning(expires_in)?;
+        let request = self
+            .presigner
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(len as i64)
+            .presigned(config)
+            .await
+            .map_err(|e| failed("presign", &e))?;
+        Ok(Presigned {
+            method: request.method().to_owned(),
+            url: request.uri().to_owned(),
+            headers: request
+                .headers()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+                .collect(),
+        })
+    }
+
+    /// A short-lived URL to download `key`, answered with the file's type and name.
+    pub async fn presign_get(
+        &self,
+        key: &str,
+        content_type: &str,
+        disposition: &str,
+        expires_in: Duration,
+    ) -> Result<String, StorageError> {
+        let config = presigning(expires_in)?;
+        let request = self
+            .presigner
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_type(content_type)
+            .response_content_disposition(disposition)
+            .presigned(config)
+            .await
+            .map_err(|e| failed("presign", &e))?;
+        Ok(request.uri().to_owned())
+    }
+}
+
+fn build_client(config: &StorageConfig, endpoint: Option<&str>) -> aws_sdk_s3::Client {
+    let credentials = Credentials::new(
+        &config.access_key_id,
+        config.secret_access_key.expose(),
+        None,
+        None,
+        "scaleout-environment",
+    );
+    // Every call is bounded: a slow or absent object store must turn into a fast error,
+    // not a request that hangs until the client gives up.
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(config.timeout)
+        .operation_attempt_timeout(config.timeout)
+        .operation_timeout(config.timeout * 2)
+        .build();
+    let mut builder = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(config.region.clone()))
+        .credentials_provider(credentials)
+        .force_path_style(config.force_path_style)
+        .timeout_config(timeouts)
+        // Checksums only where S3 requires them: a presigned PUT must not carry a checksum of
+        // an empty body, and S3-compatible servers differ in which algorithms they accept.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+fn presigning(expires_in: Duration) -> Result<PresigningConfig, StorageError> {
+    PresigningConfig::expires_in(expires_in).map_err(|e| StorageError {
+        operation: "presign",
+        message: e.to_string(),
+    })
+}
+
+fn failed(operation: &'static str, error: &dyn std::error::Error) -> StorageError {
+    // The SDK's Display is terse ("service error"); the source chain says what happened.
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    StorageError { operation, message }
+}
+
+/// Times and traces one call, without judging its result.
+async fn timed<T, E>(
+    operation: &'static str,
+    request: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let span = tracing::info_span!("storage", operation, otel.kind = "client");
+    let start = Instant::now();
+    let result = request.instrument(span).await;
+    metrics::histogram!("storage_request_duration_seconds", "operation" => operation)
+        .record(start.elapsed().as_secs_f64());
+    result
+}
+
+/// Times and traces one call; a failure becomes a [`StorageError`] and is counted.
+async fn call<T, E: std::error::Error>(
+    operation: &'static str,
+    request: impl Future<Output = Result<T, E>>,
+) -> Result<T, StorageError> {
+    timed(operation, request).await.map_err(|e| {
+        metrics::counter!("storage_errors_total", "operation" => operation).increment(1);
+        failed(operation, &e)
+    })
 }

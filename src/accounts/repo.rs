@@ -13,6 +13,8 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    /// `pending` or `ready` once an avatar has been uploaded.
+    pub avatar_status: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -39,7 +41,7 @@ pub async fn insert(
         User,
         "insert into users (id, email, name, password_hash)
          values ($1, $2, $3, $4)
-         returning id, email, name, created_at, updated_at",
+         returning id, email, name, avatar_status, created_at, updated_at",
         Uuid::now_v7(),
         email,
         name,
@@ -78,7 +80,7 @@ pub async fn password_hash(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<S
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "select id, email, name, created_at, updated_at from users where id = $1",
+        "select id, email, name, avatar_status, created_at, updated_at from users where id = $1",
         id
     )
     .fetch_optional(db)
@@ -98,7 +100,7 @@ pub async fn update_profile(
         "update users
             set name = coalesce($2, name), email = coalesce($3, email), updated_at = now()
           where id = $1
-      returning id, email, name, created_at, updated_at",
+      returning id, email, name, avatar_status, created_at, updated_at",
         id,
         name,
         email,

@@ -18,6 +18,7 @@ use super::{password, repo};
 use crate::app::AppState;
 use crate::db::Caller;
 use crate::error::{ApiError, Problem};
+use crate::files::routes::Avatar;
 use crate::http::client_ip::ClientIp;
 use crate::http::json::AppJson;
 use crate::rate_limit::Limit;
@@ -41,6 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     "id": "01936f0e-8a4b-7c3d-9e2f-0a1b2c3d4e5f",
     "email": "ada@example.com",
     "name": "Ada Lovelace",
+    "avatar": {"status": "ready", "url": "/api/v1/users/01936f0e-8a4b-7c3d-9e2f-0a1b2c3d4e5f/avatar"},
     "created_at": "2026-11-22T08:00:00Z",
     "updated_at": "2026-11-22T08:00:00Z"
 }))]
@@ -48,6 +50,8 @@ pub struct Me {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    /// Null until an avatar is uploaded.
+    pub avatar: Option<Avatar>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -61,6 +65,7 @@ impl From<repo::User> for Me {
         Self {
             id: u.id,
             email: u.email,
+            avatar: Avatar::of(u.id, u.avatar_status.as_deref()),
             name: u.name,
             created_at: u.created_at,
             updated_at: u.updated_at,
@@ -404,7 +409,7 @@ async fn get_user(
         .ok_or(ApiError::NotFound)?;
     Ok(axum::Json(PublicUser {
         id: user.id,
+        avatar: Avatar::of(user.id, user.avatar_status.as_deref()).and_then(|a| a.url),
         name: user.name,
-        avatar: None,
     }))
 }

@@ -22,7 +22,6 @@ use axum::{Extension, Json, Router};
 use serde::Serialize;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi as _;
@@ -65,7 +64,9 @@ async fn not_found() -> Problem {
 
 /// The documented routes, and the document.
 pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    // Everything behind a session: accounts and files.
     let accounts = crate::accounts::routes::router()
+        .merge(crate::files::routes::router())
         .layer(state.sessions.layer(&state.config.auth))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -87,7 +88,6 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     let instance = axum::http::HeaderValue::from_str(state.instance_id())
         .expect("instance ids are validated as header-safe at start");
-    let body_limit = state.config.http.body_limit_bytes;
     let (api, doc) = api(&state);
 
     let middleware = ServiceBuilder::new()
@@ -102,10 +102,10 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::timeout,
+            middleware::limits,
         ))
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(DefaultBodyLimit::max(body_limit));
+        // `limits` bounds every body by route; extractors need no limit of their own.
+        .layer(DefaultBodyLimit::disable());
 
     api.fallback(not_found)
         .layer(Extension(Arc::new(doc)))

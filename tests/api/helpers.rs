@@ -368,3 +368,122 @@ pub async fn users_with_email(state: &AppState, email: &str) -> i64 {
         .await
         .expect("counts")
 }
+
+/// The topology's object storage, as the app sees it: for tests that list the bucket.
+pub fn storage() -> scaleout::storage::Storage {
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let config =
+        scaleout::config::StorageConfig::from_source(&vars).expect("the S3 variables are set");
+    scaleout::storage::Storage::new(&config)
+}
+
+/// `len` bytes that start with `head` and continue with a cheap deterministic noise (distinct
+/// per `seed`), so every upload is different and nothing compresses.
+pub fn file_bytes(head: &[u8], len: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len);
+    bytes.extend_from_slice(&head[..head.len().min(len)]);
+    let mut x = seed | 1;
+    while bytes.len() < len {
+        // xorshift64: fast, and good enough to defeat compression.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let take = (len - bytes.len()).min(8);
+        bytes.extend_from_slice(&x.to_le_bytes()[..take]);
+    }
+    bytes
+}
+
+pub const PNG_HEAD: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A client that does not follow redirects, to see the 302 itself.
+pub fn no_redirect_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a reqwest client builds")
+}
+
+impl Api {
+    /// Sends `bytes` as the multipart part `file` to `path` with `method`.
+    pub async fn upload_to(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bytes: Vec<u8>,
+        file_name: &str,
+        content_type: &str,
+    ) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(file_name.to_owned())
+            .mime_str(content_type)
+            .expect("a valid content type");
+        let form = reqwest::multipart::Form::new().part("file", part);
+        self.send(
+            self.request(method, path)
+                .multipart(form)
+                .timeout(Duration::from_secs(120)),
+        )
+        .await
+    }
+
+    /// Uploads a file through `POST /files`.
+    pub async fn upload(
+        &self,
+        bytes: Vec<u8>,
+        file_name: &str,
+        content_type: &str,
+    ) -> reqwest::Response {
+        self.upload_to(
+            reqwest::Method::POST,
+            "/files",
+            bytes,
+            file_name,
+            content_type,
+        )
+        .await
+    }
+
+    /// The content of file `id`: follows the 302 to storage with a plain client.
+    pub async fn download(&self, id: &str) -> Vec<u8> {
+        let mut request =
+            no_redirect_client().get(format!("{}/api/v1/files/{id}/content", self.base));
+        if let Some(cookie) = &self.cookie {
+            request = request.header("cookie", cookie);
+        }
+        let redirect = request.send().await.expect("the API answers");
+        assert_eq!(
+            redirect.status(),
+            reqwest::StatusCode::FOUND,
+            "content redirects"
+        );
+        let location = redirect
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("a Location header")
+            .to_owned();
+        let content = client()
+            .get(&location)
+            .send()
+            .await
+            .expect("storage answers");
+        assert_eq!(content.status(), reqwest::StatusCode::OK, "presigned GET");
+        content.bytes().await.expect("the body").to_vec()
+    }
+}
+
+/// The `id` of the user a `GET /me` (or signup) body describes.
+pub async fn my_id(api: &Api) -> uuid::Uuid {
+    let me: serde_json::Value = api.me().await.json().await.expect("JSON");
+    me["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("an id")
+}

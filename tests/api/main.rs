@@ -7,6 +7,7 @@
 mod helpers;
 
 mod accounts;
+mod files;
 mod health;
 mod metrics;
 mod openapi;

@@ -1,0 +1,105 @@
+//! The profile's avatar: an uploaded image (a `files` row of purpose `avatar`) and, once the
+//! thumbnail job has run, its thumbnail.
+
+use uuid::Uuid;
+
+use super::{repo, upload::Stored};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// An avatar that has been replaced and is to be removed.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    pub file_id: Uuid,
+    pub object_key: String,
+    pub thumbnail_key: Option<String>,
+}
+
+/// Records the stored image as `user`'s avatar, pending its thumbnail, in one transaction, and
+/// returns the avatar it replaces.
+#[tracing::instrument(skip_all, fields(user = %user))]
+pub async fn replace(
+    state: &AppState,
+    user: Uuid,
+    file_id: Uuid,
+    key: &str,
+    stored: &Stored,
+) -> Result<Option<Replaced>, ApiError> {
+    let mut tx = state.db.write().begin().await?;
+    repo::insert(
+        &mut *tx,
+        &repo::NewFile {
+            id: file_id,
+            owner_id: user,
+            purpose: "avatar",
+            object_key: key,
+            name: stored.name.as_deref(),
+            size_bytes: stored.size as i64,
+            content_type: stored.content_type,
+            sha256: Some(&stored.sha256),
+            status: "available",
+            upload_expires_at: None,
+        },
+    )
+    .await?;
+    // Locks the user row: two avatar uploads at once replace one another in order, and
+    // each sees the other's file as the previous one.
+    let previous = sqlx::query!(
+        r#"select f.id as "id?", f.object_key as "object_key?", u.avatar_thumbnail_key
+             from users u left join files f on f.id = u.avatar_file_id
+            where u.id = $1
+              for update of u"#,
+        user
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::Unauthenticated)?;
+    sqlx::query!(
+        "update users
+            set avatar_file_id = $2, avatar_status = 'pending', avatar_thumbnail_key = null,
+                updated_at = now()
+          where id = $1",
+        user,
+        file_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(match (previous.id, previous.object_key) {
+        (Some(file_id), Some(object_key)) => Some(Replaced {
+            file_id,
+            object_key,
+            thumbnail_key: previous.avatar_thumbnail_key,
+        }),
+        _ => None,
+    })
+}
+
+/// Removes a replaced avatar's objects, then its row. Best effort: a failure is logged and
+/// leaves the row, so the objects stay findable.
+pub async fn discard(state: &AppState, replaced: &Replaced) {
+    let keys = std::iter::once(&replaced.object_key).chain(replaced.thumbnail_key.as_ref());
+    for key in keys {
+        if let Err(e) = state.storage.delete_object(key).await {
+            tracing::warn!(%key, error = %e, "could not delete a replaced avatar");
+            return;
+        }
+    }
+    if let Err(e) = repo::delete(state.db.write(), replaced.file_id).await {
+        tracing::warn!(file = %replaced.file_id, error = %e, "could not delete a replaced avatar's row");
+    }
+}
+
+/// Where `user`'s thumbnail is, when their avatar is ready.
+pub async fn thumbnail_key(
+    db: impl sqlx::PgExecutor<'_>,
+    user: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "select avatar_thumbnail_key from users where id = $1 and avatar_status = 'ready'",
+        user
+    )
+    .fetch_optional(db)
+    .await?
+    .flatten())
+}

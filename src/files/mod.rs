@@ -1,0 +1,35 @@
+//! Files: uploads in object storage, described by the `files` table. Instances hold no file
+//! bytes beyond one multipart part in flight, so any instance can take an upload and any
+//! other can hand it out.
+
+pub mod avatar;
+pub mod repo;
+pub mod routes;
+pub mod sniff;
+pub mod upload;
+
+/// Avatars must be images the thumbnail job can decode.
+pub const AVATAR_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// Object keys. Every key starts with its owner's prefix, so an account's objects can be found
+/// (and deleted) by listing one prefix; none is built from anything a client chose.
+pub mod object_key {
+    use uuid::Uuid;
+
+    /// Everything `owner` has in storage lives under this prefix.
+    pub fn owner_prefix(owner: Uuid) -> String {
+        format!("users/{owner}/")
+    }
+
+    pub fn file(owner: Uuid, file: Uuid) -> String {
+        format!("users/{owner}/files/{file}")
+    }
+
+    pub fn avatar(owner: Uuid, file: Uuid) -> String {
+        format!("users/{owner}/avatars/{file}")
+    }
+
+    pub fn thumbnail(owner: Uuid, file: Uuid) -> String {
+        format!("users/{owner}/avatars/{file}.thumb.png")
+    }
+}

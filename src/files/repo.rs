@@ -1,0 +1,131 @@
+//! SQL for files. Every query names the owner: a file is visible to its owner only, and the
+//! database enforces it in the `where` clause rather than the handler after the fact.
+
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub object_key: String,
+    pub name: Option<String>,
+    pub size_bytes: i64,
+    pub content_type: String,
+    pub sha256: Option<String>,
+    pub status: String,
+    pub upload_expires_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A file about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewFile<'a> {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub purpose: &'a str,
+    pub object_key: &'a str,
+    pub name: Option<&'a str>,
+    pub size_bytes: i64,
+    pub content_type: &'a str,
+    pub sha256: Option<&'a str>,
+    pub status: &'a str,
+    pub upload_expires_at: Option<OffsetDateTime>,
+}
+
+#[tracing::instrument(skip_all, fields(file = %file.id))]
+pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> Result<FileRow, sqlx::Error> {
+    sqlx::query_as!(
+        FileRow,
+        "insert into files (id, owner_id, purpose, object_key, name, size_bytes, content_type,
+                            sha256, status, upload_expires_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         returning id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
+                   upload_expires_at, created_at, updated_at",
+        file.id,
+        file.owner_id,
+        file.purpose,
+        file.object_key,
+        file.name,
+        file.size_bytes,
+        file.content_type,
+        file.sha256,
+        file.status,
+        file.upload_expires_at,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// One of the owner's files managed through `/files` (avatars are not).
+#[tracing::instrument(skip_all, fields(file = %id))]
+pub async fn find_owned(
+    db: impl PgExecutor<'_>,
+    owner_id: Uuid,
+    id: Uuid,
+) -> Result<Option<FileRow>, sqlx::Error> {
+    sqlx::query_as!(
+        FileRow,
+        "select id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
+                upload_expires_at, created_at, updated_at
+           from files
+          where id = $1 and owner_id = $2 and purpose = 'upload'",
+        id,
+        owner_id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// A page of the owner's files, newest first, strictly older than `before` when given.
+/// Keyset pagination: the cost of a page does not grow with how deep it is.
+#[tracing::instrument(skip_all)]
+pub async fn list_owned(
+    db: impl PgExecutor<'_>,
+    owner_id: Uuid,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<FileRow>, sqlx::Error> {
+    sqlx::query_as!(
+        FileRow,
+        "select id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
+                upload_expires_at, created_at, updated_at
+           from files
+          where owner_id = $1 and purpose = 'upload' and ($2::uuid is null or id < $2)
+          order by id desc
+          limit $3",
+        owner_id,
+        before,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Marks a pending upload available; `None` if it is not pending (any more).
+#[tracing::instrument(skip_all, fields(file = %id))]
+pub async fn mark_available(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<FileRow>, sqlx::Error> {
+    sqlx::query_as!(
+        FileRow,
+        "update files set status = 'available', upload_expires_at = null, updated_at = now()
+          where id = $1 and status = 'pending'
+      returning id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
+                upload_expires_at, created_at, updated_at",
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(file = %id))]
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!("delete from files where id = $1", id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
