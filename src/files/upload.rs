@@ -68,33 +68,38 @@ async fn stream_field(
 ) -> Result<Stored, ApiError> {
     let declared = sniff::declared(field.content_type());
     let name = field.file_name().and_then(display_name);
-    // The request's length bounds the file's: small files get a small buffer.
-    let capacity = size_hint.map_or(rules.part_bytes, |n| {
-        (n as usize).min(rules.part_bytes + sniff::SNIFF_LEN)
-    });
+    // The request's length bounds the file's: small files get a small buffer. The buffer
+    // never grows past one part (chunks are split at the part boundary), so it is never
+    // reallocated at double the size.
+    let capacity = size_hint.map_or(rules.part_bytes, |n| (n as usize).min(rules.part_bytes));
     let mut buffer = BytesMut::with_capacity(capacity);
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut content_type = None;
     let mut multipart: Option<MultipartUpload> = None;
 
-    while let Some(chunk) = field.chunk().await.map_err(broken_body)? {
+    while let Some(mut chunk) = field.chunk().await.map_err(broken_body)? {
         size += chunk.len() as u64;
         if size > rules.max_bytes {
             return Err(ApiError::PayloadTooLarge);
         }
         hasher.update(&chunk);
-        buffer.extend_from_slice(&chunk);
-        if content_type.is_none() && buffer.len() >= sniff::SNIFF_LEN {
-            content_type = Some(check_type(&buffer, declared.as_deref(), rules)?);
-        }
-        if buffer.len() >= rules.part_bytes {
-            let content_type = content_type.unwrap_or("application/octet-stream");
-            let upload = match &mut multipart {
-                Some(upload) => upload,
-                None => multipart.insert(MultipartUpload::start(storage, key, content_type).await?),
-            };
-            buffer = upload.send_part(buffer).await?;
+        while !chunk.is_empty() {
+            let room = rules.part_bytes - buffer.len();
+            buffer.extend_from_slice(&chunk.split_to(room.min(chunk.len())));
+            if content_type.is_none() && buffer.len() >= sniff::SNIFF_LEN {
+                content_type = Some(check_type(&buffer, declared.as_deref(), rules)?);
+            }
+            if buffer.len() == rules.part_bytes {
+                let content_type = content_type.unwrap_or("application/octet-stream");
+                let upload = match &mut multipart {
+                    Some(upload) => upload,
+                    None => {
+                        multipart.insert(MultipartUpload::start(storage, key, content_type).await?)
+                    }
+                };
+                buffer = upload.send_part(buffer).await?;
+            }
         }
     }
     if size == 0 {

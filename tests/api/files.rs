@@ -185,10 +185,16 @@ async fn a_presigned_url_refuses_another_length_and_stops_working_when_it_expire
     let put = presigned_put(&late["upload"], vec![b'a'; declared]).await;
     let status = put.status();
     let body = put.text().await.unwrap_or_default();
-    assert!(status.is_client_error(), "an expired URL is refused: {status}");
+    assert!(
+        status.is_client_error(),
+        "an expired URL is refused: {status}"
+    );
     // Storage explains itself ("expired", or Garage's "Date is too old").
     let body = body.to_lowercase();
-    assert!(body.contains("expired") || body.contains("too old"), "{body}");
+    assert!(
+        body.contains("expired") || body.contains("too old"),
+        "{body}"
+    );
     let id = late["file"]["id"].as_str().expect("an id");
     assert_eq!(
         api.post(&format!("/files/{id}/complete")).await.status(),

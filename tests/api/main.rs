@@ -13,5 +13,6 @@ mod metrics;
 mod openapi;
 mod replication;
 mod topology;
+mod topology_files;
 mod topology_replicas;
 mod traces;
