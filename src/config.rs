@@ -42,6 +42,18 @@
 //! | `DOWNLOAD_URL_TTL_SECS` | files | `300`: presigned GET behind `/content` |
 //! | `AVATAR_MAX_BYTES` | files | `5242880` (5 MiB) |
 //! | `READY_CHECK_TIMEOUT_MS` | readiness | `1000` |
+//! | `JOBS_CONCURRENCY` | jobs (worker) | `4`: jobs one worker process runs at once |
+//! | `JOBS_POLL_INTERVAL_MS` | jobs | `1000`: poll for due retries (new jobs arrive by NOTIFY) |
+//! | `JOBS_HEARTBEAT_SECS` | jobs | `10` |
+//! | `JOBS_MISSED_HEARTBEATS` | jobs | `3`: a silent worker's jobs are re-queued after 30 s |
+//! | `JOBS_TIMEOUT_SECS` | jobs | `300`: one attempt of one job |
+//! | `JOBS_BACKOFF_BASE_MS` | jobs | `2000`: delay before the 2nd attempt, doubling after |
+//! | `JOBS_BACKOFF_MAX_MS` | jobs | `300000` |
+//! | `JOBS_PURGE_INTERVAL_SECS` | jobs | `3600`: abandoned direct uploads are purged this often |
+//! | `JOBS_PURGE_GRACE_SECS` | jobs | `3600`: how long past its expiry a pending upload is kept |
+//! | `SMTP_URL` | email (worker) | required: `smtp://host:port` (plain) or `smtps://` |
+//! | `EMAIL_FROM` | email | `scaleout <no-reply@scaleout.local>` |
+//! | `SMTP_TIMEOUT_MS` | email | `10000` |
 //! | `SESSION_COOKIE_SECURE` | auth | `true` (`false` only for plain-http local use) |
 //! | `SESSION_INACTIVITY_SECS` | auth | `1800` |
 //! | `ALLOWED_ORIGINS` | auth | empty: no browser origin may change state |
@@ -486,6 +498,82 @@ impl FilesConfig {
     }
 }
 
+/// The job worker: how many jobs at once, how fast it notices others' deaths, how it retries.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    pub timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub purge_interval: Duration,
+    pub purge_grace: Duration,
+}
+
+impl JobsConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        Ok(Self {
+            concurrency: r.positive("JOBS_CONCURRENCY", 4)? as usize,
+            poll_interval: r.duration("JOBS_POLL_INTERVAL_MS", 1000, Duration::from_millis)?,
+            heartbeat: r.duration("JOBS_HEARTBEAT_SECS", 10, Duration::from_secs)?,
+            missed_heartbeats: r.positive("JOBS_MISSED_HEARTBEATS", 3)? as usize,
+            timeout: r.duration("JOBS_TIMEOUT_SECS", 300, Duration::from_secs)?,
+            backoff_base: r.duration("JOBS_BACKOFF_BASE_MS", 2000, Duration::from_millis)?,
+            backoff_max: r.duration("JOBS_BACKOFF_MAX_MS", 300_000, Duration::from_millis)?,
+            purge_interval: r.duration("JOBS_PURGE_INTERVAL_SECS", 3600, Duration::from_secs)?,
+            purge_grace: Duration::from_secs(r.parse("JOBS_PURGE_GRACE_SECS", 3600)?),
+        })
+    }
+}
+
+/// Where emails go: an SMTP relay (a provider, a local MTA, or the topology's sink).
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// `smtps://`: TLS from the first byte. `smtp://` is plain, for loopback and private relays.
+    pub tls: bool,
+    pub from: String,
+    pub timeout: Duration,
+}
+
+impl SmtpConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader(source);
+        let url = r.required("SMTP_URL")?;
+        let invalid = || ConfigError {
+            var: "SMTP_URL",
+            problem: "must look like smtp://host:port or smtps://host:port".into(),
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
+        let tls = match scheme {
+            "smtp" => false,
+            "smtps" => true,
+            _ => return Err(invalid()),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| invalid())?),
+            None => (rest, if tls { 465 } else { 25 }),
+        };
+        if host.is_empty() {
+            return Err(invalid());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            tls,
+            from: r
+                .raw("EMAIL_FROM")
+                .unwrap_or_else(|| "scaleout <no-reply@scaleout.local>".into()),
+            timeout: r.duration("SMTP_TIMEOUT_MS", 10_000, Duration::from_millis)?,
+        })
+    }
+}
+
 /// Sessions, cross-site protection and login throttling.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -618,7 +706,10 @@ pub struct WorkerConfig {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub storage: StorageConfig,
+    pub files: FilesConfig,
     pub ready: ReadyConfig,
+    pub jobs: JobsConfig,
+    pub smtp: SmtpConfig,
 }
 
 impl WorkerConfig {
@@ -630,7 +721,10 @@ impl WorkerConfig {
             database: DatabaseConfig::from_source(source)?,
             redis: RedisConfig::from_source(source)?,
             storage: StorageConfig::from_source(source)?,
+            files: FilesConfig::from_source(source)?,
             ready: ReadyConfig::from_source(source)?,
+            jobs: JobsConfig::from_source(source)?,
+            smtp: SmtpConfig::from_source(source)?,
         })
     }
 }

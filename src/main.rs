@@ -99,6 +99,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 db::migrate(&pool)
                     .await
                     .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+                // The job queue's own schema (`apalis`), from apalis-postgres' migrations.
+                apalis_postgres::PostgresStorage::setup(&pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("job queue migration failed: {e}"))?;
                 tracing::info!("migrations applied");
                 anyhow::Ok(())
             })?;

@@ -119,3 +119,34 @@ pub fn record_build_info(instance: &str, process: &'static str) {
     )
     .set(1.0);
 }
+
+/// The current span's W3C trace context (`traceparent`, `tracestate`), to hand to work that
+/// continues elsewhere (a job). Empty when trace export is off.
+pub fn current_trace_context() -> std::collections::BTreeMap<String, String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let context = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.into_iter().collect()
+}
+
+/// Makes `span` a child of the trace context in `carrier`, and records its trace and span ids
+/// as fields (`trace_id`, `span_id`, which the span must declare) so log lines carry them.
+pub fn continue_trace(
+    span: &tracing::Span,
+    carrier: &dyn opentelemetry::propagation::Extractor,
+) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(carrier));
+    // Fails only when trace export is off: there is no trace to continue then.
+    let _ = span.set_parent(parent);
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", tracing::field::display(ids.trace_id()));
+        span.record("span_id", tracing::field::display(ids.span_id()));
+    }
+}

@@ -4,6 +4,7 @@
 //! orchestrator can supervise it exactly like an API instance.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -12,8 +13,12 @@ use axum::response::Response;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::accounts::session::Sessions;
 use crate::config::WorkerConfig;
 use crate::db::Db;
+use crate::email::Mailer;
+use crate::jobs::{self, worker::JobState};
+use crate::storage::Storage;
 use crate::http::health;
 use crate::internal;
 use crate::redis_client::RedisClient;
@@ -54,6 +59,16 @@ async fn worker_ready(State(state): State<WorkerState>) -> Response {
 }
 
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
+    run_until(config, shutdown_signal()).await
+}
+
+/// Runs the worker process until `stop` resolves (SIGTERM in production, a test's signal in
+/// tests), then drains: the health check turns 503, running jobs finish within the grace
+/// period, and the internal listener closes last so the final metrics can still be scraped.
+pub async fn run_until(
+    config: WorkerConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.internal.addr)
         .await
         .with_context(|| {
@@ -64,12 +79,22 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         })?;
     telemetry::metrics_handle();
     telemetry::record_build_info(&config.instance.id, "worker");
+    jobs::worker::describe_metrics();
     let redis = RedisClient::new(&config.redis)?;
+    let db = Db::connect_lazy(&config.database, &config.instance.id, Some(redis.clone()))?;
+    let config = Arc::new(config);
     let state = WorkerState {
-        db: Db::connect_lazy(&config.database, &config.instance.id, Some(redis.clone()))?,
-        redis,
+        db: db.clone(),
+        redis: redis.clone(),
         lifecycle: Lifecycle::default(),
-        config: Arc::new(config),
+        config: config.clone(),
+    };
+    let jobs = JobState {
+        config: config.clone(),
+        db: db.clone(),
+        storage: Storage::new(&config.storage),
+        sessions: Sessions::new(&config.redis, redis)?,
+        mailer: Mailer::new(&config.smtp)?,
     };
     let router = internal::router(
         Router::new()
@@ -77,18 +102,53 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             .route("/ready", get(worker_ready))
             .with_state(state.clone()),
     );
+    // Unique per process, also across restarts: apalis keys heartbeats and job locks by it.
+    let name = format!("{}-{}", config.instance.id, ulid::Ulid::generate());
     tracing::info!(
         addr = %listener.local_addr()?,
-        instance = %state.config.instance.id,
+        instance = %config.instance.id,
+        worker = %name,
         "worker started"
     );
+
+    let (stopping, _) = tokio::sync::watch::channel(false);
+    let stopped = {
+        let stopping = stopping.clone();
+        move || {
+            let mut rx = stopping.subscribe();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+    let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let internal = tokio::spawn(internal::serve(listener, router, async move {
+        let _ = done_rx.await;
+    }));
+    let pool = db.write().clone();
+    let scheduler = tokio::spawn(jobs::schedule::run(
+        pool.clone(),
+        config.jobs.purge_interval,
+        stopped(),
+    ));
+    let sampler = tokio::spawn(jobs::worker::sample_queue(
+        pool,
+        Duration::from_secs(5),
+        stopped(),
+    ));
     let lifecycle = state.lifecycle.clone();
-    internal::serve(listener, router, async move {
-        shutdown_signal().await;
+    tokio::spawn(async move {
+        stop.await;
+        tracing::info!("stopping: no new jobs; running ones may finish");
         lifecycle.start_draining();
-    })
-    .await?;
-    state.db.close().await;
+        let _ = stopping.send(true);
+    });
+
+    let result = jobs::worker::run_until(jobs, name, stopped()).await;
+    let _ = tokio::join!(scheduler, sampler);
+    let _ = done.send(());
+    internal.await??;
+    db.close().await;
     tracing::info!("worker stopped");
-    Ok(())
+    result
 }

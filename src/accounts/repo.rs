@@ -59,7 +59,9 @@ pub async fn credentials_by_email(
     email: &str,
 ) -> Result<Option<(Uuid, String)>, ApiError> {
     let row = sqlx::query!(
-        "select id, password_hash from users where lower(email) = lower($1)",
+        // An account being deleted cannot log in: it answers like an unknown email.
+        "select id, password_hash from users
+          where lower(email) = lower($1) and deletion_requested_at is null",
         email
     )
     .fetch_optional(db)
@@ -120,4 +122,17 @@ pub async fn set_password(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> Resu
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Marks the account for deletion; false if it already was.
+#[tracing::instrument(skip_all)]
+pub async fn mark_for_deletion(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, ApiError> {
+    let done = sqlx::query!(
+        "update users set deletion_requested_at = now(), updated_at = now()
+          where id = $1 and deletion_requested_at is null",
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -19,6 +19,7 @@ use crate::app::AppState;
 use crate::db::Caller;
 use crate::error::{ApiError, Problem};
 use crate::files::routes::Avatar;
+use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
 use crate::http::client_ip::ClientIp;
 use crate::http::json::AppJson;
 use crate::rate_limit::Limit;
@@ -31,7 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(logout_all))
-        .routes(routes!(get_me, update_me))
+        .routes(routes!(get_me, update_me, delete_me))
         .routes(routes!(change_password))
         .routes(routes!(get_user))
 }
@@ -154,7 +155,14 @@ async fn signup(
     check.finish()?;
 
     let hash = password::hash(body.password).await?;
-    let user = repo::insert(state.db.write(), &email, &name, &hash).await?;
+    // The account and its welcome email commit together: no account without its email job,
+    // no email for an account that was rolled back.
+    let mut tx = state.db.write().begin().await?;
+    let user = repo::insert(&mut *tx, &email, &name, &hash).await?;
+    let welcome = Job::WelcomeEmail(WelcomeEmail { user_id: user.id });
+    jobs::enqueue(&mut tx, welcome, Some(user.id)).await?;
+    tx.commit().await?;
+    jobs::enqueued("welcome_email");
     state.db.wrote(&Caller::User(user.id)).await;
     state.sessions.start(&session, user.id).await?;
     Ok((StatusCode::CREATED, axum::Json(Me::from(user))).into_response())
@@ -293,6 +301,76 @@ async fn get_me(State(state): State<AppState>, user: AuthUser) -> Result<axum::J
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     Ok(axum::Json(me.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"password": "correct horse battery staple"}))]
+pub struct DeleteMeRequest {
+    /// The current password, entered again.
+    #[schema(max_length = 128)]
+    pub password: String,
+}
+
+/// A job accepted for later.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"job_id": "01JD3V9W5Q8K2M4N6P8R0T2V4X"}))]
+pub struct Accepted {
+    /// Follow it at `GET /api/v1/jobs/{job_id}`.
+    pub job_id: String,
+}
+
+/// Delete the caller's account: every session ends now, the data goes in the background.
+#[utoipa::path(
+    delete, path = "/me", tag = TAG,
+    security(("session" = [])),
+    request_body = DeleteMeRequest,
+    responses(
+        (status = 202, description = "Sessions ended; the deletion job is queued", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong password, or a cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The deletion is already under way", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user = %user.id))]
+async fn delete_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<DeleteMeRequest>,
+) -> Result<Response, ApiError> {
+    let current = repo::password_hash(state.db.read_primary(), user.id).await?;
+    if current.is_none() {
+        return Err(ApiError::Unauthenticated);
+    }
+    if !password::verify(body.password, current).await? {
+        return Err(ApiError::Forbidden {
+            kind: "wrong-password",
+            detail: "the password is not correct".into(),
+        });
+    }
+    // The mark and the job commit together: a marked account always has its deletion job.
+    let mut tx = state.db.write().begin().await?;
+    if !repo::mark_for_deletion(&mut *tx, user.id).await? {
+        return Err(ApiError::Conflict(
+            "the account is already being deleted".into(),
+        ));
+    }
+    let job = Job::DeleteAccount(DeleteAccount { user_id: user.id });
+    let job_id = jobs::enqueue(&mut tx, job, Some(user.id)).await?;
+    tx.commit().await?;
+    jobs::enqueued("delete_account");
+    state.db.wrote(&user.caller()).await;
+    // Marked accounts cannot log in; ending the sessions now logs this one out everywhere. The
+    // job ends them again, in case Redis fails here.
+    if let Err(e) = state.sessions.end_all_except(user.id, None).await {
+        tracing::warn!(error = %e, "could not end the sessions now; the deletion job will");
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(Accepted { job_id })).into_response())
 }
 
 /// Change the caller's name or email.

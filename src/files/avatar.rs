@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::{repo, upload::Stored};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::jobs::{self, Job, thumbnail::MakeThumbnail};
 
 /// An avatar that has been replaced and is to be removed.
 #[derive(Debug, Clone)]
@@ -64,7 +65,14 @@ pub async fn replace(
     )
     .execute(&mut *tx)
     .await?;
+    // The thumbnail job commits with the avatar it is for.
+    let job = Job::MakeThumbnail(MakeThumbnail {
+        user_id: user,
+        file_id,
+    });
+    jobs::enqueue(&mut tx, job, Some(user)).await?;
     tx.commit().await?;
+    jobs::enqueued("make_thumbnail");
     Ok(match (previous.id, previous.object_key) {
         (Some(file_id), Some(object_key)) => Some(Replaced {
             file_id,

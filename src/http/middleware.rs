@@ -91,18 +91,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 /// Makes the request span a child of the caller's W3C `traceparent` (nginx passes it on),
 /// and records the trace and span ids so every log line of the request carries them.
 fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
-    use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
-    // Fails only when trace export is off: there is no trace to continue then.
-    let _ = span.set_parent(parent);
-    let context = span.context();
-    let ids = context.span().span_context().clone();
-    if ids.is_valid() {
-        span.record("trace_id", tracing::field::display(ids.trace_id()));
-        span.record("span_id", tracing::field::display(ids.span_id()));
-    }
+    crate::telemetry::continue_trace(span, &Headers(headers));
 }
 
 /// Request headers as an OpenTelemetry propagation carrier.

@@ -1,0 +1,43 @@
+//! A synthetic job that proves the pipeline end to end: enqueue, pick-up, retries with backoff,
+//! failure after the last attempt, recovery from a dead worker. It fails its first
+//! `fail_attempts` attempts on purpose and can hold a worker for `hold_ms` first, so those
+//! paths can be watched happening (the test suite does; an operator can too).
+//!
+//! Idempotent: its effect is one `canary_effects` row per job, whatever the number of runs;
+//! `runs` counts how often the effect was reached.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::worker::JobContext;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Canary {
+    /// Attempts 1..=fail_attempts fail.
+    pub fail_attempts: u32,
+    /// Work time before the effect.
+    pub hold_ms: u64,
+    pub max_attempts: u32,
+}
+
+impl Canary {
+    pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
+        tokio::time::sleep(Duration::from_millis(self.hold_ms)).await;
+        if ctx.attempt <= self.fail_attempts {
+            anyhow::bail!(
+                "canary: attempt {} of the {} meant to fail",
+                ctx.attempt,
+                self.fail_attempts
+            );
+        }
+        sqlx::query!(
+            "insert into canary_effects (job_id) values ($1)
+             on conflict (job_id) do update set runs = canary_effects.runs + 1",
+            ctx.job_id
+        )
+        .execute(ctx.state.db.write())
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! Background jobs: heavy or slow work that a request hands off and a `scaleout worker`
+//! process does, on apalis workers over apalis' Postgres storage.
+//!
+//! **Enqueue is atomic with the write that causes it.** [`enqueue`] inserts the job through the
+//! request's own transaction (`apalis_postgres::queries::push_tasks` on `&mut *tx`), so the job
+//! commits or rolls back with the write: a rolled-back request leaves no job, a committed one
+//! always has its job. We chose this over an outbox table relayed to a queue because the queue
+//! already lives in the same Postgres: an outbox would add a relay process and a second copy of
+//! every job for no gain in safety.
+//!
+//! **Every job is idempotent** (running it twice is harmless): delivery is at least once, since a
+//! worker can die after the work and before recording it. Each job says how in its module.
+//!
+//! **A job carries its context**: the owner (who may read its status), the enqueuing request's
+//! W3C trace context (the job's span continues that trace), and the primary's WAL position at
+//! enqueue time (reads can go to a replica that has replayed it; see `Db::read_after`).
+//!
+//! One queue holds every kind of job, one apalis worker per process drains it with bounded
+//! concurrency; `kind` labels the metrics. Separate queues per kind would isolate a slow kind
+//! from the others, at the cost of one more listener and poller each.
+
+pub mod canary;
+pub mod delete_account;
+pub mod purge_uploads;
+pub mod routes;
+pub mod schedule;
+pub mod status;
+pub mod thumbnail;
+pub mod welcome_email;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// The apalis queue (the `job_type` column of `apalis.jobs`).
+pub const QUEUE: &str = "scaleout";
+
+/// Every kind of job, as stored: `{"kind": "welcome_email", ...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    DeleteAccount(delete_account::DeleteAccount),
+    WelcomeEmail(welcome_email::WelcomeEmail),
+    MakeThumbnail(thumbnail::MakeThumbnail),
+    PurgeUploads(purge_uploads::PurgeUploads),
+    Canary(canary::Canary),
+}
+
+impl Job {
+    /// Every `kind`, for metrics that should exist before the first job of a kind.
+    pub const KINDS: [&'static str; 5] = [
+        "delete_account",
+        "welcome_email",
+        "make_thumbnail",
+        "purge_uploads",
+        "canary",
+    ];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::DeleteAccount(_) => "delete_account",
+            Self::WelcomeEmail(_) => "welcome_email",
+            Self::MakeThumbnail(_) => "make_thumbnail",
+            Self::PurgeUploads(_) => "purge_uploads",
+            Self::Canary(_) => "canary",
+        }
+    }
+
+    /// Runs before the job is kept as failed. Deleting an account must not give up easily;
+    /// a recurring purge will run again next interval anyway.
+    pub fn max_attempts(&self) -> u32 {
+        match self {
+            Self::DeleteAccount(_) => 10,
+            Self::WelcomeEmail(_) | Self::MakeThumbnail(_) => 5,
+            Self::PurgeUploads(_) => 3,
+            Self::Canary(c) => c.max_attempts,
+        }
+    }
+}
+
+/// A job and the context it runs in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub job: Job,
+    /// The user the job acts for: the only one who may read its status.
+    pub owner: Option<Uuid>,
+    /// The enqueuing request's W3C trace context (`traceparent`, `tracestate`).
+    #[serde(default)]
+    pub trace: BTreeMap<String, String>,
+    /// `pg_current_wal_insert_lsn()` inside the enqueuing transaction.
+    pub lsn: Option<String>,
+}
+
+/// A job's id: a ULID, time-ordered, as apalis stores it.
+pub type JobId = String;
+
+/// Records `job` in the transaction `tx` is running. It becomes visible to workers when (and
+/// only if) the transaction commits. Count it with [`enqueued`] after the commit.
+pub async fn enqueue(
+    tx: &mut sqlx::PgConnection,
+    job: Job,
+    owner: Option<Uuid>,
+) -> Result<JobId, ApiError> {
+    let lsn = sqlx::query_scalar!(r#"select pg_current_wal_insert_lsn()::text as "lsn!""#)
+        .fetch_one(&mut *tx)
+        .await?;
+    let max_attempts = job.max_attempts() as usize;
+    let envelope = Envelope {
+        job,
+        owner,
+        trace: crate::telemetry::current_trace_context(),
+        lsn: Some(lsn),
+    };
+    let id = ulid::Ulid::generate();
+    let bytes = serde_json::to_vec(&envelope).map_err(|e| ApiError::Internal(e.into()))?;
+    let task = TaskBuilder::new(bytes)
+        .task_id(TaskId::from_ulid(id))
+        .max_attempts(max_attempts)
+        .build();
+    apalis_postgres::queries::push_tasks(&mut *tx, QUEUE, vec![task])
+        .await
+        .map_err(|e| match e {
+            apalis_postgres::Error::Database(e) => ApiError::from(e),
+            other => ApiError::Internal(other.into()),
+        })?;
+    Ok(id.to_string())
+}
+
+/// Counts a job whose transaction has committed.
+pub fn enqueued(kind: &'static str) {
+    metrics::counter!("jobs_enqueued_total", "kind" => kind).increment(1);
+}
+
+/// Delay before attempt `next` (2, 3, ...): `base`, doubling each time, at most `cap`.
+pub fn backoff(base: Duration, cap: Duration, next: u32) -> Duration {
+    let exponent = next.saturating_sub(2).min(20);
+    base.saturating_mul(1 << exponent).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let base = Duration::from_secs(2);
+        let cap = Duration::from_secs(60);
+        let delays: Vec<u64> = (2..=8).map(|n| backoff(base, cap, n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(base, cap, 1000), cap);
+    }
+
+    #[test]
+    fn jobs_are_stored_with_their_kind() {
+        let job = Job::Canary(canary::Canary {
+            fail_attempts: 1,
+            hold_ms: 0,
+            max_attempts: 3,
+        });
+        let json = serde_json::to_value(&job).expect("serialises");
+        assert_eq!(json["kind"], "canary");
+        assert!(Job::KINDS.contains(&job.kind()));
+        let back: Job = serde_json::from_value(json).expect("deserialises");
+        assert_eq!(back.kind(), "canary");
+    }
+}

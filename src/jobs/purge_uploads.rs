@@ -1,0 +1,64 @@
+//! Purges abandoned direct uploads: files still `pending` well after their presigned URL
+//! expired. The client may have uploaded bytes without ever calling `complete`; those objects
+//! go too. Runs on a schedule (see `schedule`), once per interval across all workers.
+//!
+//! Idempotent: it deletes what is still pending and expired; a second run finds less or nothing.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::worker::JobContext;
+
+const BATCH: i64 = 100;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PurgeUploads {
+    /// The schedule slot this run belongs to (its deduplication key).
+    pub slot: i64,
+}
+
+impl PurgeUploads {
+    #[tracing::instrument(skip_all, fields(slot = self.slot))]
+    pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
+        let db = ctx.state.db.write();
+        let grace = pg_interval(ctx.state.config.jobs.purge_grace);
+        let mut purged = 0;
+        loop {
+            let batch = sqlx::query!(
+                "select id, object_key from files
+                  where status = 'pending' and upload_expires_at < now() - $1::interval
+                  order by upload_expires_at
+                  limit $2",
+                grace,
+                BATCH
+            )
+            .fetch_all(db)
+            .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for file in batch {
+                ctx.state.storage.delete_object(&file.object_key).await?;
+                // Still pending: a `complete` that won the race keeps its file.
+                sqlx::query!(
+                    "delete from files where id = $1 and status = 'pending'",
+                    file.id
+                )
+                .execute(db)
+                .await?;
+                purged += 1;
+            }
+        }
+        tracing::info!(purged, "abandoned uploads purged");
+        Ok(())
+    }
+}
+
+fn pg_interval(d: Duration) -> sqlx::postgres::types::PgInterval {
+    sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+    }
+}

@@ -1,0 +1,246 @@
+//! The apalis worker that runs jobs, and what each run goes through: a span that continues
+//! the enqueuing request's trace, a timeout, metrics, and on failure a backoff that survives
+//! restarts.
+//!
+//! **Retries.** apalis' Postgres storage runs a failed job again while `attempts <
+//! max_attempts`, as soon as its `run_at` is due. Before a failed attempt is recorded, we move
+//! `run_at` forward by an exponential backoff, so the delay lives in the database: a worker
+//! restarting or dying in between does not forget it, and any worker may take the retry. The
+//! last failure leaves the job `Failed`, kept for inspection (`GET /api/v1/jobs/{id}`).
+//!
+//! **Orphans.** Each worker heartbeats; the jobs of a worker silent for
+//! `JOBS_HEARTBEAT_SECS × JOBS_MISSED_HEARTBEATS` are put back in the queue by the others.
+//!
+//! **Shutdown.** On SIGTERM the worker takes no new jobs, lets running ones finish within the
+//! grace period and hands fetched-but-unstarted ones back; what is still running after that is
+//! recovered as an orphan.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{
+    Attempt, BackendExt as _, BoxDynError, Data, Monitor, TaskId, WorkerBuilder,
+    WorkerBuilderExt as _, WorkerContext,
+};
+use apalis_postgres::PostgresStorage;
+use tracing::Instrument;
+
+use super::{Envelope, Job, QUEUE};
+use crate::accounts::session::Sessions;
+use crate::config::WorkerConfig;
+use crate::db::Db;
+use crate::email::Mailer;
+use crate::storage::Storage;
+
+/// What jobs can reach.
+#[derive(Debug, Clone)]
+pub struct JobState {
+    pub config: Arc<WorkerConfig>,
+    pub db: Db,
+    pub storage: Storage,
+    pub sessions: Sessions,
+    pub mailer: Mailer,
+}
+
+/// One run of one job.
+#[derive(Debug)]
+pub struct JobContext<'a> {
+    pub state: &'a JobState,
+    pub job_id: &'a str,
+    /// 1 on the first run.
+    pub attempt: u32,
+    /// The enqueuing transaction's WAL position.
+    pub lsn: Option<crate::db::lsn::Lsn>,
+}
+
+impl Job {
+    async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
+        match self {
+            Self::DeleteAccount(job) => job.run(ctx).await,
+            Self::WelcomeEmail(job) => job.run(ctx).await,
+            Self::MakeThumbnail(job) => job.run(ctx).await,
+            Self::PurgeUploads(job) => job.run(ctx).await,
+            Self::Canary(job) => job.run(ctx).await,
+        }
+    }
+}
+
+/// Registers the job metrics at zero, so dashboards and alerts see every series from the start.
+pub fn describe_metrics() {
+    for kind in Job::KINDS {
+        for name in [
+            "jobs_enqueued_total",
+            "jobs_succeeded_total",
+            "jobs_failed_total",
+            "jobs_retried_total",
+        ] {
+            metrics::counter!(name, "kind" => kind).absolute(0);
+        }
+    }
+    metrics::gauge!("jobs_queue_depth").set(0.0);
+    metrics::gauge!("jobs_oldest_waiting_age_seconds").set(0.0);
+}
+
+/// The apalis handler: every job of the queue comes through here.
+async fn handle(
+    envelope: Envelope,
+    state: Data<JobState>,
+    id: TaskId,
+    attempt: Attempt,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
+    let kind = envelope.job.kind();
+    let job_id = id.to_string();
+    let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX);
+    let span = tracing::info_span!(
+        "job",
+        kind,
+        job_id = %job_id,
+        attempt,
+        worker = %worker.name(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let carrier: std::collections::HashMap<String, String> =
+        envelope.trace.clone().into_iter().collect();
+    crate::telemetry::continue_trace(&span, &carrier);
+
+    let ctx = JobContext {
+        state: &state,
+        job_id: &job_id,
+        attempt,
+        lsn: envelope.lsn.as_deref().and_then(|l| l.parse().ok()),
+    };
+    let start = Instant::now();
+    let timeout = state.config.jobs.timeout;
+    let result = async {
+        tracing::info!("job started");
+        match tokio::time::timeout(timeout, envelope.job.run(&ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!("timed out after {timeout:?}")),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let elapsed = start.elapsed().as_secs_f64();
+
+    let _entered = span.enter();
+    match result {
+        Ok(()) => {
+            metrics::histogram!("job_duration_seconds", "kind" => kind, "outcome" => "succeeded")
+                .record(elapsed);
+            metrics::counter!("jobs_succeeded_total", "kind" => kind).increment(1);
+            tracing::info!(elapsed, "job succeeded");
+            Ok(())
+        }
+        Err(error) => {
+            metrics::histogram!("job_duration_seconds", "kind" => kind, "outcome" => "failed")
+                .record(elapsed);
+            let max = envelope.job.max_attempts();
+            if attempt < max {
+                let delay = super::backoff(
+                    state.config.jobs.backoff_base,
+                    state.config.jobs.backoff_max,
+                    attempt + 1,
+                );
+                if let Err(e) = postpone(state.db.write(), &job_id, delay).await {
+                    tracing::warn!(error = %e, "could not record the backoff; the retry comes sooner");
+                }
+                metrics::counter!("jobs_retried_total", "kind" => kind).increment(1);
+                tracing::warn!(error = %format!("{error:#}"), ?delay, max, "job failed; will retry");
+            } else {
+                metrics::counter!("jobs_failed_total", "kind" => kind).increment(1);
+                tracing::error!(error = %format!("{error:#}"), max, "job failed for the last time");
+            }
+            Err(format!("{error:#}").into())
+        }
+    }
+}
+
+/// Moves a job's next run `delay` into the future. apalis records the failure without touching
+/// `run_at`, and fetches only jobs whose `run_at` has passed.
+async fn postpone(db: &sqlx::PgPool, id: &str, delay: Duration) -> Result<(), sqlx::Error> {
+    let micros = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
+    sqlx::query!(
+        "update apalis.jobs set run_at = now() + make_interval(secs => $2::float8 / 1e6)
+          where id = $1",
+        id,
+        micros as f64
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Samples the queue for the depth and age gauges, every few seconds, until `stop`.
+pub async fn sample_queue(db: sqlx::PgPool, every: Duration, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let sampled = sqlx::query!(
+                    r#"select count(*) as "depth!",
+                              coalesce(extract(epoch from now() - min(run_at)), 0)::float8 as "oldest!"
+                         from apalis.jobs
+                        where job_type = $1 and run_at <= now()
+                          and (status in ('Pending', 'Queued')
+                               or (status = 'Failed' and attempts < max_attempts))"#,
+                    QUEUE
+                )
+                .fetch_one(&db)
+                .await;
+                match sampled {
+                    Ok(s) => {
+                        metrics::gauge!("jobs_queue_depth").set(s.depth as f64);
+                        metrics::gauge!("jobs_oldest_waiting_age_seconds").set(s.oldest.max(0.0));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not sample the job queue"),
+                }
+            }
+            () = &mut stop => break,
+        }
+    }
+}
+
+/// Runs the apalis worker until `stop` resolves, then shuts it down gracefully. `name` must be
+/// unique among running workers (apalis tracks heartbeats and locks by it).
+pub async fn run_until(
+    state: JobState,
+    name: String,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let jobs = state.config.jobs.clone();
+    let pool = state.db.write().clone();
+    let grace = state.config.shutdown.grace;
+    let config = apalis_postgres::Config::default()
+        .queue(QUEUE)
+        .batch_size(jobs.concurrency)
+        .heartbeat_interval(jobs.heartbeat)
+        .missed_heartbeats(jobs.missed_heartbeats);
+    Monitor::new()
+        .register(move |restarts| {
+            let backend = PostgresStorage::<Envelope>::new(&pool)
+                .with_config(config.clone())
+                .with_pubsub()
+                .poll_with_interval(jobs.poll_interval);
+            WorkerBuilder::new(format!("{name}-{restarts}"))
+                .backend(backend)
+                .data(state.clone())
+                .concurrency(jobs.concurrency)
+                .build(handle)
+        })
+        // A lost database connection ends a worker; it starts again (under a new name).
+        .should_restart(|ctx, error| {
+            tracing::warn!(worker = %ctx.name(), %error, "worker stopped; restarting");
+            true
+        })
+        .shutdown_timeout(grace)
+        .run_with_signal(async move {
+            stop.await;
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
