@@ -133,10 +133,7 @@ pub fn current_trace_context() -> std::collections::BTreeMap<String, String> {
 
 /// Makes `span` a child of the trace context in `carrier`, and records its trace and span ids
 /// as fields (`trace_id`, `span_id`, which the span must declare) so log lines carry them.
-pub fn continue_trace(
-    span: &tracing::Span,
-    carrier: &dyn opentelemetry::propagation::Extractor,
-) {
+pub fn continue_trace(span: &tracing::Span, carrier: &dyn opentelemetry::propagation::Extractor) {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 

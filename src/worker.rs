@@ -17,12 +17,12 @@ use crate::accounts::session::Sessions;
 use crate::config::WorkerConfig;
 use crate::db::Db;
 use crate::email::Mailer;
-use crate::jobs::{self, worker::JobState};
-use crate::storage::Storage;
 use crate::http::health;
 use crate::internal;
+use crate::jobs::{self, worker::JobState};
 use crate::redis_client::RedisClient;
 use crate::shutdown::{Lifecycle, shutdown_signal};
+use crate::storage::Storage;
 use crate::telemetry;
 
 #[derive(Debug, Clone)]

@@ -19,9 +19,9 @@ use crate::app::AppState;
 use crate::db::Caller;
 use crate::error::{ApiError, Problem};
 use crate::files::routes::Avatar;
-use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
 use crate::http::client_ip::ClientIp;
 use crate::http::json::AppJson;
+use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
 use crate::rate_limit::Limit;
 
 pub const TAG: &str = "accounts";
@@ -341,6 +341,7 @@ pub struct Accepted {
 async fn delete_me(
     State(state): State<AppState>,
     user: AuthUser,
+    session: Session,
     AppJson(body): AppJson<DeleteMeRequest>,
 ) -> Result<Response, ApiError> {
     let current = repo::password_hash(state.db.read_primary(), user.id).await?;
@@ -367,7 +368,11 @@ async fn delete_me(
     state.db.wrote(&user.caller()).await;
     // Marked accounts cannot log in; ending the sessions now logs this one out everywhere. The
     // job ends them again, in case Redis fails here.
-    if let Err(e) = state.sessions.end_all_except(user.id, None).await {
+    let ended = async {
+        state.sessions.end_all_except(user.id, None).await?;
+        state.sessions.end(&session, user.id).await
+    };
+    if let Err(e) = ended.await {
         tracing::warn!(error = %e, "could not end the sessions now; the deletion job will");
     }
     Ok((StatusCode::ACCEPTED, axum::Json(Accepted { job_id })).into_response())

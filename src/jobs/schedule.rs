@@ -50,7 +50,11 @@ pub async fn offer_purge(
 }
 
 /// Offers each slot's purge as its time comes, until `stop` resolves.
-pub async fn run(db: sqlx::PgPool, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    db: sqlx::PgPool,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let mut tick = tokio::time::interval(interval.min(Duration::from_secs(60)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);

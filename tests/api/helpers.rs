@@ -487,3 +487,90 @@ pub async fn my_id(api: &Api) -> uuid::Uuid {
         .and_then(|s| s.parse().ok())
         .expect("an id")
 }
+
+/// A `scaleout worker` running inside the test process against the topology's services,
+/// beside the topology's own worker.
+pub struct TestWorker {
+    stop: Option<oneshot::Sender<()>>,
+    pub stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestWorker {
+    /// Stops taking jobs and waits for the running ones, as SIGTERM would.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.stopped)
+            .await
+            .expect("the worker task does not panic")
+            .expect("the worker stops cleanly");
+    }
+}
+
+pub fn spawn_worker() -> TestWorker {
+    let mut vars: HashMap<String, String> = std::env::vars().collect();
+    let id = format!(
+        "test-worker-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    vars.insert("SCALEOUT_INSTANCE_ID".into(), id);
+    vars.insert("SCALEOUT_METRICS_ADDR".into(), "127.0.0.1:0".into());
+    let config = scaleout::config::WorkerConfig::from_source(&vars).expect("a valid worker config");
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let stopped = tokio::spawn(scaleout::worker::run_until(config, async move {
+        let _ = stop_rx.await;
+    }));
+    TestWorker {
+        stop: Some(stop),
+        stopped,
+    }
+}
+
+/// Commits `jobs` acting for `owner` in one transaction, as a request would, and returns
+/// their ids.
+pub async fn enqueue(
+    db: &sqlx::PgPool,
+    jobs: Vec<scaleout::jobs::Job>,
+    owner: Option<uuid::Uuid>,
+) -> Vec<String> {
+    let mut tx = db.begin().await.expect("begins");
+    let mut ids = Vec::new();
+    for job in jobs {
+        ids.push(
+            scaleout::jobs::enqueue(&mut tx, job, owner)
+                .await
+                .expect("enqueues"),
+        );
+    }
+    tx.commit().await.expect("commits");
+    ids
+}
+
+/// A canary job: fails its first `fail_attempts` attempts, holds a worker `hold_ms` each time.
+pub fn canary(fail_attempts: u32, hold_ms: u64, max_attempts: u32) -> scaleout::jobs::Job {
+    scaleout::jobs::Job::Canary(scaleout::jobs::canary::Canary {
+        fail_attempts,
+        hold_ms,
+        max_attempts,
+    })
+}
+
+/// apalis' row for job `id`: (status, attempts, lock_by).
+pub async fn job_row(db: &sqlx::PgPool, id: &str) -> Option<(String, i32, Option<String>)> {
+    sqlx::query_as("select status, attempts, lock_by from apalis.jobs where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        .expect("reads apalis.jobs")
+}
+
+/// How many times canary job `id` reached its effect (0: never).
+pub async fn canary_runs(db: &sqlx::PgPool, id: &str) -> i32 {
+    sqlx::query_scalar("select runs from canary_effects where job_id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        .expect("reads canary_effects")
+        .unwrap_or(0)
+}

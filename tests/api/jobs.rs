@@ -1,0 +1,428 @@
+//! Background jobs, run by the topology's worker (and by workers the tests start): enqueued
+//! with the write that causes them, retried with backoff, kept when they fail, and visible to
+//! their owner.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Api, TestUser, canary, canary_runs, enqueue, eventually, my_id, no_redirect_client, signed_up,
+    spawn_app, storage,
+};
+
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.expect("a JSON body")
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_leaves_no_job_and_a_committed_one_always_has_it() {
+    let app = spawn_app().await;
+    let db = app.state.db.write();
+
+    let mut tx = db.begin().await.expect("begins");
+    let rolled_back = scaleout::jobs::enqueue(&mut tx, canary(0, 0, 1), None)
+        .await
+        .expect("enqueues");
+    // The request fails after enqueueing: its transaction never commits.
+    tx.rollback().await.expect("rolls back");
+
+    let committed = enqueue(db, vec![canary(0, 0, 1)], None).await.remove(0);
+
+    assert_eq!(crate::helpers::job_row(db, &rolled_back).await, None);
+    assert!(crate::helpers::job_row(db, &committed).await.is_some());
+    eventually(
+        "the committed job runs",
+        Duration::from_secs(30),
+        || async { (canary_runs(db, &committed).await == 1).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_that_fails_twice_succeeds_on_the_third_attempt_after_backoff() {
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let owner = my_id(&api).await;
+    let id = enqueue(app.state.db.write(), vec![canary(2, 0, 5)], Some(owner))
+        .await
+        .remove(0);
+
+    // Between attempts the job is queued again, with the error and its next attempt's time.
+    let retrying = poll_job(&api, &id, |v| v["status"] == "queued" && v["attempts"] == 1).await;
+    assert!(
+        retrying["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("meant to fail")),
+        "{retrying}"
+    );
+    assert!(retrying["next_attempt_at"].is_string(), "{retrying}");
+
+    let done = poll_job(&api, &id, |v| v["status"] == "succeeded").await;
+    assert_eq!(done["attempts"], 3, "{done}");
+    assert_eq!(done["last_error"], Value::Null);
+    assert_eq!(done["kind"], "canary");
+    assert_eq!(canary_runs(app.state.db.write(), &id).await, 1);
+}
+
+#[tokio::test]
+async fn a_job_that_always_fails_is_kept_as_failed_after_its_last_attempt() {
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let owner = my_id(&api).await;
+    let id = enqueue(
+        app.state.db.write(),
+        vec![canary(u32::MAX, 0, 3)],
+        Some(owner),
+    )
+    .await
+    .remove(0);
+
+    let failed = poll_job(&api, &id, |v| v["status"] == "failed").await;
+    assert_eq!(failed["attempts"], 3, "{failed}");
+    assert_eq!(failed["max_attempts"], 3);
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("attempt 3")),
+        "{failed}"
+    );
+    assert!(failed["finished_at"].is_string());
+    assert_eq!(canary_runs(app.state.db.write(), &id).await, 0);
+}
+
+/// Polls `GET /jobs/{id}` until `wanted` holds for the view, and returns that view.
+async fn poll_job(api: &Api, id: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let wanted = &wanted;
+    eventually(&format!("job {id}"), Duration::from_secs(30), || {
+        let request = api.request(Method::GET, &format!("/jobs/{id}"));
+        let api = api.clone();
+        async move {
+            let response = api.send(request).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let view = json_of(response).await;
+            wanted(&view).then_some(view)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_job_is_visible_to_its_owner_only() {
+    let app = spawn_app().await;
+    let owner = signed_up(&app.url(""), &TestUser::new()).await;
+    let stranger = signed_up(&app.url(""), &TestUser::new()).await;
+    let id = enqueue(
+        app.state.db.write(),
+        vec![canary(0, 0, 1)],
+        Some(my_id(&owner).await),
+    )
+    .await
+    .remove(0);
+
+    let mine = owner
+        .send(owner.request(Method::GET, &format!("/jobs/{id}")))
+        .await;
+    assert_eq!(mine.status(), StatusCode::OK);
+    for (who, api, path) in [
+        ("another user", &stranger, format!("/jobs/{id}")),
+        ("a malformed id", &owner, "/jobs/not-a-job".to_owned()),
+        (
+            "an unknown id",
+            &owner,
+            "/jobs/01JD3V9W5Q8K2M4N6P8R0T2V4X".to_owned(),
+        ),
+    ] {
+        let response = api.send(api.request(Method::GET, &path)).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{who}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    let anonymous = Api::new(app.url(""));
+    let response = anonymous
+        .send(anonymous.request(Method::GET, &format!("/jobs/{id}")))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and_frees_the_email() {
+    let app = spawn_app().await;
+    let user = TestUser::new();
+    let api = signed_up(&app.url(""), &user).await;
+    let id = my_id(&api).await;
+    let db = app.state.db.write();
+    let upload = api
+        .upload(b"to be deleted\n".to_vec(), "a.txt", "text/plain")
+        .await;
+    assert_eq!(upload.status(), StatusCode::CREATED);
+    let avatar = api
+        .upload_to(
+            Method::PUT,
+            "/me/avatar",
+            png(64, 64),
+            "me.png",
+            "image/png",
+        )
+        .await;
+    assert_eq!(avatar.status(), StatusCode::ACCEPTED);
+    let prefix = scaleout::files::object_key::owner_prefix(id);
+    assert!(
+        !storage()
+            .list_keys(&prefix)
+            .await
+            .expect("lists")
+            .is_empty()
+    );
+
+    let wrong = api
+        .send(
+            api.request(Method::DELETE, "/me")
+                .json(&json!({"password": "not my password"})),
+        )
+        .await;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        api.me().await.status(),
+        StatusCode::OK,
+        "a refused deletion changes nothing"
+    );
+
+    let accepted = api
+        .send(
+            api.request(Method::DELETE, "/me")
+                .json(&json!({"password": user.password})),
+        )
+        .await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let job_id = json_of(accepted).await["job_id"]
+        .as_str()
+        .expect("a job id")
+        .to_owned();
+
+    // At once: the session is gone and the account cannot log in.
+    assert_eq!(api.me().await.status(), StatusCode::UNAUTHORIZED);
+    let mut again = Api::new(app.url(""));
+    assert_eq!(again.login(&user).await.status(), StatusCode::UNAUTHORIZED);
+
+    // Then the job removes everything.
+    eventually(
+        "the account is deleted",
+        Duration::from_secs(30),
+        || async {
+            let left: i64 = sqlx::query_scalar("select count(*) from users where id = $1")
+                .bind(id)
+                .fetch_one(db)
+                .await
+                .expect("counts");
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    for (table, query) in [
+        ("files", "select count(*) from files where owner_id = $1"),
+        (
+            "sent_emails",
+            "select count(*) from sent_emails where user_id = $1",
+        ),
+    ] {
+        let rows: i64 = sqlx::query_scalar(query)
+            .bind(id)
+            .fetch_one(db)
+            .await
+            .expect("counts");
+        assert_eq!(rows, 0, "{table}");
+    }
+    assert_eq!(
+        storage().list_keys(&prefix).await.expect("lists"),
+        Vec::<String>::new()
+    );
+    let (status, _, _) = crate::helpers::job_row(db, &job_id)
+        .await
+        .expect("the job is kept");
+    assert_eq!(status, "Done");
+
+    let mut reborn = Api::new(app.url(""));
+    assert_eq!(reborn.signup(&user).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_welcome_email_reaches_the_smtp_sink() {
+    let app = spawn_app().await;
+    let user = TestUser::new();
+    signed_up(&app.url(""), &user).await;
+    let mail = std::path::PathBuf::from(crate::helpers::env("SMTP_MAIL_DIR")).join("new");
+
+    let message = eventually("the welcome email", Duration::from_secs(30), || {
+        let (mail, to) = (mail.clone(), user.email.clone());
+        async move {
+            std::fs::read_dir(&mail)
+                .ok()?
+                .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+                .find(|text| {
+                    text.lines()
+                        .any(|l| l.starts_with("To:") && l.contains(&to))
+                })
+        }
+    })
+    .await;
+    assert!(
+        message.contains("Subject: Welcome to scaleout"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("Hello {}", user.name)),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_avatar_gets_a_thumbnail_and_turns_ready() {
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let uploaded = api
+        .upload_to(
+            Method::PUT,
+            "/me/avatar",
+            png(600, 300),
+            "me.png",
+            "image/png",
+        )
+        .await;
+    assert_eq!(uploaded.status(), StatusCode::ACCEPTED);
+
+    let avatar = eventually("the avatar is ready", Duration::from_secs(30), || async {
+        let me = json_of(api.me().await).await;
+        (me["avatar"]["status"] == "ready").then(|| me["avatar"].clone())
+    })
+    .await;
+    let url = avatar["url"].as_str().expect("a URL once ready");
+
+    let redirect = no_redirect_client()
+        .get(format!("{}{url}", app.url("")))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(redirect.status(), StatusCode::FOUND);
+    let location = redirect.headers()["location"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    let thumbnail = reqwest::get(location).await.expect("storage answers");
+    assert_eq!(thumbnail.status(), StatusCode::OK);
+    let image = image::load_from_memory(&thumbnail.bytes().await.expect("bytes"))
+        .expect("the thumbnail is an image");
+    assert_eq!((image.width(), image.height()), (256, 128));
+}
+
+#[tokio::test]
+async fn a_recurring_job_is_created_once_per_slot_however_many_workers_offer_it() {
+    let app = spawn_app().await;
+    let db = app.state.db.write().clone();
+    // A slot no schedule has reached: far in the future, unique to this run.
+    let interval = Duration::from_secs(7);
+    let slot = 10_000_000_000 + i64::from(rand_u16());
+
+    let offers = (0..6).map(|_| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            scaleout::jobs::schedule::offer_purge(&db, interval, slot)
+                .await
+                .expect("offers")
+        })
+    });
+    let mut created = 0;
+    for offer in offers {
+        if offer.await.expect("does not panic") {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    let rows: i64 =
+        sqlx::query_scalar("select count(*) from apalis.jobs where idempotency_key = $1")
+            .bind(format!("purge_uploads:7s:{slot}"))
+            .fetch_one(&db)
+            .await
+            .expect("counts");
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn the_purge_removes_abandoned_direct_uploads_and_their_objects() {
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let created = json_of(
+        api.send(api.request(Method::POST, "/files/uploads").json(&json!({
+            "content_type": "text/plain", "size": 5
+        })))
+        .await,
+    )
+    .await;
+    let id: uuid::Uuid = created["file"]["id"]
+        .as_str()
+        .expect("an id")
+        .parse()
+        .expect("a UUID");
+    let put = reqwest::Client::new()
+        .put(created["upload"]["url"].as_str().expect("a URL"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .expect("storage answers");
+    assert!(put.status().is_success());
+    let db = app.state.db.write();
+    // Abandoned long ago: never completed, its URL expired well past the purge's grace.
+    sqlx::query("update files set upload_expires_at = now() - interval '2 days' where id = $1")
+        .bind(id)
+        .execute(db)
+        .await
+        .expect("updates");
+
+    let slot = 20_000_000_000 + i64::from(rand_u16());
+    assert!(
+        scaleout::jobs::schedule::offer_purge(db, Duration::from_secs(11), slot)
+            .await
+            .expect("offers")
+    );
+
+    eventually(
+        "the abandoned upload is purged",
+        Duration::from_secs(30),
+        || async {
+            let left: i64 = sqlx::query_scalar("select count(*) from files where id = $1")
+                .bind(id)
+                .fetch_one(db)
+                .await
+                .expect("counts");
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    let owner = my_id(&api).await;
+    let keys = storage()
+        .list_keys(&scaleout::files::object_key::owner_prefix(owner))
+        .await
+        .expect("lists");
+    assert_eq!(keys, Vec::<String>::new());
+}
+
+fn rand_u16() -> u16 {
+    let bytes = uuid::Uuid::new_v4();
+    u16::from_le_bytes([bytes.as_bytes()[0], bytes.as_bytes()[1]])
+}
+
+/// A real PNG of the given size.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 200])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("encodes");
+    out.into_inner()
+}
