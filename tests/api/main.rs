@@ -17,4 +17,4 @@ mod topology;
 mod topology_files;
 mod topology_jobs;
 mod topology_replicas;
-mod traces;
+pub mod traces;

@@ -112,3 +112,58 @@ async fn two_workers_share_a_burst_of_200_jobs_and_each_job_takes_effect_once() 
     assert_eq!(effects, 200, "every job took effect exactly once");
     assert_eq!(by_worker.len(), 2, "both workers took jobs: {by_worker:?}");
 }
+
+/// The worker here runs in the test process, so its spans reach the test's receiver: the
+/// topology's worker is stopped meanwhile, so that this one takes the job.
+#[tokio::test]
+async fn a_request_that_enqueues_a_job_has_the_job_span_in_its_trace() {
+    crate::traces::collector();
+    let app = spawn_app().await;
+    stack(&["stop", "worker"]);
+    let worker = spawn_worker();
+
+    let trace = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+    let mut api = crate::helpers::Api::new(app.url(""));
+    let signup = api
+        .request(reqwest::Method::POST, "/auth/signup")
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&crate::helpers::TestUser::new().signup_body());
+    let response = api.send_keeping_cookie(signup).await;
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+
+    let found = eventually(
+        "the job span joins the trace",
+        Duration::from_secs(30),
+        || {
+            let trace = trace.clone();
+            async move {
+                let spans = crate::traces::spans_of(&trace).await;
+                let request = spans.iter().find(|s| s.name == "request")?.clone();
+                let sql = spans
+                    .iter()
+                    .find(|s| {
+                        s.name == "insert" && crate::traces::descends_from(&spans, s, &request.id)
+                    })?
+                    .clone();
+                let job = spans
+                    .iter()
+                    .find(|s| {
+                        s.name == "job" && crate::traces::descends_from(&spans, s, &request.id)
+                    })?
+                    .clone();
+                Some((request, sql, job))
+            }
+        },
+    )
+    .await;
+    worker.shutdown().await;
+    stack(&["start", "worker"]);
+
+    let (request, sql, job) = found;
+    assert_eq!(request.trace, trace);
+    assert_eq!(sql.trace, trace);
+    assert_eq!(
+        job.trace, trace,
+        "the worker's span continues the request's trace"
+    );
+}

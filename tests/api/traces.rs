@@ -1,11 +1,13 @@
-//! Traces: a request continues the caller's W3C trace, and its SQL spans are its descendants,
-//! exported over OTLP/HTTP to a receiver this test runs (the same protocol a collector speaks).
+//! Traces: a request continues the caller's W3C trace, its SQL spans are its descendants, and
+//! so is the span of a job it enqueued, run by a worker. Spans are exported over OTLP/HTTP to a
+//! receiver this test binary runs (the same protocol a collector speaks).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::routing::post;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tracing_subscriber::layer::SubscriberExt;
@@ -13,61 +15,110 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::helpers::{Api, TestUser, eventually, signed_up, spawn_app};
 
-/// Every span the receiver got: (trace id, span id, parent span id, name).
-type Spans = Arc<Mutex<Vec<(String, String, String, String)>>>;
+/// A received span.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub trace: String,
+    pub id: String,
+    pub parent: String,
+    pub name: String,
+}
 
-async fn start_receiver() -> (String, Spans) {
-    let spans: Spans = Arc::default();
-    let store = spans.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: axum::body::Bytes| {
-            let store = store.clone();
-            async move {
-                let doc: Value = serde_json::from_slice(&body).unwrap_or_default();
-                let mut found = store.lock().expect("not poisoned");
-                for resource in doc["resourceSpans"].as_array().into_iter().flatten() {
-                    for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
-                        for span in scope["spans"].as_array().into_iter().flatten() {
-                            let text =
-                                |k: &str| span[k].as_str().unwrap_or_default().to_lowercase();
-                            found.push((
-                                text("traceId"),
-                                text("spanId"),
-                                text("parentSpanId"),
-                                text("name"),
-                            ));
+type Spans = Arc<Mutex<Vec<Span>>>;
+
+/// The receiver and the global tracing subscriber that exports to it: one per test binary
+/// (a process has one global subscriber), on a thread of its own so that it outlives the
+/// runtime of whichever test started it.
+pub fn collector() -> &'static (Spans, SdkTracerProvider) {
+    static COLLECTOR: OnceLock<(Spans, SdkTracerProvider)> = OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let spans: Spans = Arc::default();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let store = spans.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("binds");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("sends");
+                let app = axum::Router::new().route(
+                    "/v1/traces",
+                    post(move |body: axum::body::Bytes| {
+                        let store = store.clone();
+                        async move {
+                            record(&store, &body);
+                            "{}"
                         }
-                    }
-                }
-                "{}"
+                    }),
+                );
+                axum::serve(listener, app).await
+            })
+        });
+        let addr = addr_rx.recv().expect("the receiver starts");
+        // The exporter's blocking HTTP client is built here, off any async runtime, as main does.
+        let provider =
+            scaleout::telemetry::tracer_provider(&format!("http://{addr}"), "test", "serve")
+                .expect("an exporter");
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("scaleout")))
+            .with(tracing_subscriber::EnvFilter::new("info"))
+            .try_init()
+            .expect("the only global subscriber of this test binary (run it without TEST_LOG)");
+        (spans, provider)
+    })
+}
+
+fn record(store: &Spans, body: &[u8]) {
+    let doc: Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut found = store.lock().expect("not poisoned");
+    for resource in doc["resourceSpans"].as_array().into_iter().flatten() {
+        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+            for span in scope["spans"].as_array().into_iter().flatten() {
+                let text = |k: &str| span[k].as_str().unwrap_or_default().to_lowercase();
+                found.push(Span {
+                    trace: text("traceId"),
+                    id: text("spanId"),
+                    parent: text("parentSpanId"),
+                    name: text("name"),
+                });
             }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), spans)
+        }
+    }
+}
+
+/// Flushes the exporter and returns the spans of `trace` received so far.
+pub async fn spans_of(trace: &str) -> Vec<Span> {
+    let (spans, provider) = collector();
+    let flushing = provider.clone();
+    let _ = tokio::task::spawn_blocking(move || flushing.force_flush()).await;
+    let all = spans.lock().expect("not poisoned").clone();
+    all.into_iter().filter(|s| s.trace == trace).collect()
+}
+
+/// Whether `span` descends from the span `ancestor` (within `spans`).
+pub fn descends_from(spans: &[Span], span: &Span, ancestor: &str) -> bool {
+    let mut parent = span.parent.clone();
+    for _ in 0..10 {
+        if parent == ancestor {
+            return true;
+        }
+        match spans.iter().find(|s| s.id == parent) {
+            Some(next) => parent = next.parent.clone(),
+            None => return false,
+        }
+    }
+    false
 }
 
 #[tokio::test]
 async fn a_request_continues_the_callers_trace_down_to_its_sql() {
-    let (endpoint, spans) = start_receiver().await;
-    // The exporter's blocking HTTP client is built off the async workers, as main does.
-    let provider = tokio::task::spawn_blocking(move || {
-        scaleout::telemetry::tracer_provider(&endpoint, "test", "serve")
-    })
-    .await
-    .expect("joins")
-    .expect("an exporter");
-    tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("scaleout")))
-        .with(tracing_subscriber::EnvFilter::new("info"))
-        .try_init()
-        .expect("the only global subscriber of this test binary (run it without TEST_LOG)");
-
+    collector();
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let me: Value = api.me().await.json().await.expect("json");
@@ -87,38 +138,22 @@ async fn a_request_continues_the_callers_trace_down_to_its_sql() {
         StatusCode::OK | StatusCode::NOT_FOUND
     ));
 
-    let flushing = provider.clone();
     let (request, sql) = eventually(
         "the trace reaches the receiver",
         Duration::from_secs(20),
-        || {
-            let (spans, flushing) = (spans.clone(), flushing.clone());
-            async move {
-                tokio::task::spawn_blocking(move || flushing.force_flush())
-                    .await
-                    .ok()?
-                    .ok()?;
-                let spans = spans.lock().expect("not poisoned").clone();
-                let ours: Vec<_> = spans.into_iter().filter(|s| s.0 == trace).collect();
-                let request = ours.iter().find(|s| s.3 == "request")?.clone();
-                // The repository's query span, a descendant of the request span.
-                let sql = ours.iter().find(|s| s.3 == "find")?.clone();
-                let mut parent = sql.2.clone();
-                for _ in 0..5 {
-                    if parent == request.1 {
-                        return Some((request, sql));
-                    }
-                    parent = ours.iter().find(|s| s.1 == parent)?.2.clone();
-                }
-                None
-            }
+        || async move {
+            let ours = spans_of(trace).await;
+            let request = ours.iter().find(|s| s.name == "request")?.clone();
+            // The repository's query span, a descendant of the request span.
+            let sql = ours.iter().find(|s| s.name == "find")?.clone();
+            descends_from(&ours, &sql, &request.id).then_some((request, sql))
         },
     )
     .await;
 
     assert_eq!(
-        request.2, caller_span,
+        request.parent, caller_span,
         "the request span's parent is the caller's span"
     );
-    assert_eq!(sql.0, trace);
+    assert_eq!(sql.trace, trace);
 }
