@@ -14,7 +14,10 @@ use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::time::UtcTime;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -67,11 +70,22 @@ pub fn tracer_provider(
         .build())
 }
 
-/// The subscriber: the log format asked for, plus span export when a provider is given.
+/// The subscriber: the log format asked for, span export when a provider is given, and the
+/// query timer. Each has its own filter: `RUST_LOG` decides what is logged and exported, while
+/// the timer always sees sqlx's per-statement events (which are below the log level).
 pub fn init(config: &LogConfig, provider: Option<SdkTracerProvider>) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = provider.map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("scaleout")));
-    let registry = tracing_subscriber::registry().with(otel).with(filter);
+    let filter = || EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel = provider.map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("scaleout"))
+            .with_filter(filter())
+    });
+    let timer = crate::db::timing::QueryTimer.with_filter(
+        Targets::new()
+            .with_target("sqlx::query", Level::DEBUG)
+            .with_target(crate::db::timing::TARGET, Level::INFO),
+    );
+    let registry = tracing_subscriber::registry().with(otel).with(timer);
     let fmt = tracing_subscriber::fmt::layer()
         .with_timer(UtcTime::rfc_3339())
         .with_writer(std::io::stdout);
@@ -81,10 +95,13 @@ pub fn init(config: &LogConfig, provider: Option<SdkTracerProvider>) -> anyhow::
                 fmt.json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter()),
             )
             .try_init()?,
-        LogFormat::Pretty => registry.with(fmt.pretty()).try_init()?,
+        LogFormat::Pretty => registry
+            .with(fmt.pretty().with_filter(filter()))
+            .try_init()?,
     }
     Ok(())
 }

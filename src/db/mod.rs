@@ -15,11 +15,13 @@
 
 pub mod lsn;
 pub mod routing;
+pub mod timing;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -296,15 +298,22 @@ impl Db {
     {
         let Target::Replica(i) = decision.target else {
             count_read("primary", decision.reason.as_str());
-            return query(self.0.primary.clone()).await;
+            return query(self.0.primary.clone())
+                .instrument(timing::role_span("primary"))
+                .await;
         };
         let replica = &self.0.replicas[i];
-        match query(replica.pool.clone()).await {
+        match query(replica.pool.clone())
+            .instrument(timing::role_span("replica"))
+            .await
+        {
             Err(e) if is_unreachable(&e) => {
                 replica.healthy.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "replica unreachable; reading the primary");
                 count_read("primary", "failover");
-                query(self.0.primary.clone()).await
+                query(self.0.primary.clone())
+                    .instrument(timing::role_span("primary"))
+                    .await
             }
             result => {
                 count_read("replica", decision.reason.as_str());
@@ -329,7 +338,9 @@ impl Db {
         let config = &self.0.config;
         let primary_lsn = current_position(&self.0.primary).await.ok();
         for replica in &self.0.replicas {
-            let measured = lag(&replica.pool).await;
+            let measured = lag(&replica.pool)
+                .instrument(timing::role_span("replica"))
+                .await;
             let healthy = match &measured {
                 Ok((replayed, since_last_replay)) => {
                     let lag_bytes = primary_lsn.map_or(0, |p| p.0.saturating_sub(replayed.0));

@@ -165,7 +165,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     let (primary, replica, redis, storage) = tokio::join!(
         check("primary", timeout, select_one(state.db.write().clone())),
-        check("replica", timeout, select_one(state.db.replica().clone())),
+        check(
+            "replica",
+            timeout,
+            tracing::Instrument::instrument(
+                select_one(state.db.replica().clone()),
+                crate::db::timing::role_span("replica"),
+            ),
+        ),
         check("redis", timeout, state.redis.ping()),
         check("storage", timeout, state.storage.check()),
     );

@@ -100,9 +100,68 @@ async fn every_instance_counts_requests_by_route_template() {
             "db_pool_connections",
             "redis_command_duration_seconds",
             "scaleout_build_info",
+            "storage_errors_total",
         ] {
             assert!(text.contains(series), "{url} lacks {series}");
         }
+        // Each GET /users/{id} read through a routed pool: query time by role.
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("db_query_duration_seconds_count{") && !l.ends_with(" 0")),
+            "{url} lacks db_query_duration_seconds"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_worker_exports_job_counts_durations_and_the_queue() {
+    let app = crate::helpers::spawn_app().await;
+    // A job the topology's worker will run, so the counters have moved.
+    let id = crate::helpers::enqueue(
+        app.state.db.write(),
+        vec![crate::helpers::canary(0, 0, 1)],
+        None,
+    )
+    .await
+    .remove(0);
+    crate::helpers::eventually("the canary ran", std::time::Duration::from_secs(30), || {
+        let id = id.clone();
+        let db = app.state.db.write().clone();
+        async move { (crate::helpers::canary_runs(&db, &id).await == 1).then_some(()) }
+    })
+    .await;
+    let worker = env("SCALEOUT_METRICS")
+        .split_whitespace()
+        .nth(3)
+        .expect("the worker's metrics URL")
+        .to_owned();
+    let text = crate::helpers::eventually(
+        "the worker counts the canary",
+        std::time::Duration::from_secs(10),
+        || {
+            let worker = worker.clone();
+            async move {
+                let text = scrape(&worker).await;
+                text.lines()
+                    .any(|l| {
+                        l.starts_with(r#"jobs_succeeded_total{kind="canary"}"#)
+                            && !l.ends_with(" 0")
+                    })
+                    .then_some(text)
+            }
+        },
+    )
+    .await;
+    for series in [
+        r#"jobs_enqueued_total{kind="delete_account"}"#,
+        r#"jobs_failed_total{kind="welcome_email"}"#,
+        r#"jobs_retried_total{kind="make_thumbnail"}"#,
+        r#"job_duration_seconds_bucket{kind="canary""#,
+        "jobs_queue_depth",
+        "jobs_oldest_waiting_age_seconds",
+        "scaleout_build_info",
+    ] {
+        assert!(text.contains(series), "the worker lacks {series}");
     }
 }
 
