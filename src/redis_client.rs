@@ -67,14 +67,17 @@ impl RedisClient {
     }
 
     /// Runs one command (or pipeline) within the configured timeout. Every command passes
-    /// here, so this is where Redis latency and errors are measured.
+    /// here, so this is where Redis latency and errors are measured, and where the `redis`
+    /// client span of a trace is made.
     pub async fn bounded<T>(
         &self,
         command: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisError> {
         let timeout = self.config.timeout;
         let start = std::time::Instant::now();
-        let result = tokio::time::timeout(timeout, command).await;
+        let span = tracing::info_span!("redis", otel.kind = "client");
+        let result =
+            tracing::Instrument::instrument(tokio::time::timeout(timeout, command), span).await;
         metrics::histogram!("redis_command_duration_seconds").record(start.elapsed().as_secs_f64());
         match result {
             Ok(Ok(value)) => Ok(value),

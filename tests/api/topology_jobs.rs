@@ -151,7 +151,15 @@ async fn a_request_that_enqueues_a_job_has_the_job_span_in_its_trace() {
                         s.name == "job" && crate::traces::descends_from(&spans, s, &request.id)
                     })?
                     .clone();
-                Some((request, sql, job))
+                // Client spans of the other dependencies: Redis (the read-your-writes position the
+                // request records) and SMTP (the email the job sends).
+                let under = |name: &str, ancestor: &str| {
+                    spans.iter().any(|s| {
+                        s.name == name && crate::traces::descends_from(&spans, s, ancestor)
+                    })
+                };
+                (under("redis", &request.id) && under("smtp", &job.id))
+                    .then_some((request, sql, job))
             }
         },
     )

@@ -157,3 +157,40 @@ async fn a_request_continues_the_callers_trace_down_to_its_sql() {
     );
     assert_eq!(sql.trace, trace);
 }
+
+#[tokio::test]
+async fn an_upload_traces_its_object_storage_calls() {
+    collector();
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let trace = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+    let part = reqwest::multipart::Part::bytes(b"traced\n".to_vec())
+        .file_name("t.txt")
+        .mime_str("text/plain")
+        .expect("a type");
+    let response = api
+        .send(
+            api.request(reqwest::Method::POST, "/files")
+                .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+                .multipart(reqwest::multipart::Form::new().part("file", part)),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    eventually(
+        "the storage span joins the trace",
+        Duration::from_secs(20),
+        || {
+            let trace = trace.clone();
+            async move {
+                let spans = spans_of(&trace).await;
+                let request = spans.iter().find(|s| s.name == "request")?;
+                spans
+                    .iter()
+                    .any(|s| s.name == "storage" && descends_from(&spans, s, &request.id))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
