@@ -259,6 +259,13 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 Self::unavailable("database", e)
             }
+            // 40001 serialization_failure, 40P01 deadlock_detected: the transaction lost a race
+            // and was rolled back whole; retrying it is safe.
+            sqlx::Error::Database(ref db)
+                if matches!(db.code().as_deref(), Some("40001" | "40P01")) =>
+            {
+                Self::unavailable("database", e)
+            }
             sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57014") => {
                 // 57014: query_canceled, which is how statement_timeout ends a query.
                 Self::unavailable("database", e)

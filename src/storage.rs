@@ -71,6 +71,8 @@ pub struct Storage {
     /// Same credentials, the public endpoint: signs URLs that clients use directly.
     presigner: aws_sdk_s3::Client,
     bucket: String,
+    /// Also bounds reading a response body, which the SDK's operation timeout does not cover.
+    timeout: Duration,
 }
 
 impl Storage {
@@ -87,6 +89,7 @@ impl Storage {
             client,
             presigner,
             bucket: config.bucket.clone(),
+            timeout: config.timeout,
         }
     }
 
@@ -262,11 +265,7 @@ impl Storage {
                 .send(),
         )
         .await?;
-        let body = out.body.collect().await.map_err(|e| StorageError {
-            operation: "get_object",
-            message: e.to_string(),
-        })?;
-        Ok(body.into_bytes())
+        self.read_body(out.body).await
     }
 
     /// The whole object, for workers that transform it (thumbnails): callers bound the size.
@@ -280,11 +279,19 @@ impl Storage {
                 .send(),
         )
         .await?;
-        let body = out.body.collect().await.map_err(|e| StorageError {
+        self.read_body(out.body).await
+    }
+
+    async fn read_body(&self, body: ByteStream) -> Result<Bytes, StorageError> {
+        let failed = |message: String| StorageError {
             operation: "get_object",
-            message: e.to_string(),
-        })?;
-        Ok(body.into_bytes())
+            message,
+        };
+        match tokio::time::timeout(self.timeout, body.collect()).await {
+            Ok(Ok(body)) => Ok(body.into_bytes()),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(failed(format!("no body within {:?}", self.timeout))),
+        }
     }
 
     /// Deletes an object; deleting one that does not exist succeeds (S3 semantics), which is
@@ -319,6 +326,27 @@ impl Storage {
             .into_iter()
             .filter_map(|o| o.key)
             .collect())
+    }
+
+    /// Aborts every unfinished multipart upload under `prefix` (one page of up to 1000).
+    pub async fn abort_multipart_uploads(&self, prefix: &str) -> Result<usize, StorageError> {
+        let out = call(
+            "list_objects",
+            self.client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .send(),
+        )
+        .await?;
+        let mut aborted = 0;
+        for upload in out.uploads.unwrap_or_default() {
+            if let (Some(key), Some(id)) = (upload.key, upload.upload_id) {
+                self.abort_multipart_upload(&key, &id).await?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
     }
 
     /// A URL that lets its holder PUT exactly `len` bytes of `content_type` to `key` until it

@@ -137,14 +137,22 @@ pub async fn run_until(
         stopped(),
     ));
     let lifecycle = state.lifecycle.clone();
+    let signalled = stopping.clone();
     tokio::spawn(async move {
         stop.await;
         tracing::info!("stopping: no new jobs; running ones may finish");
         lifecycle.start_draining();
-        let _ = stopping.send(true);
+        let _ = signalled.send(true);
     });
 
     let result = jobs::worker::run_until(jobs, name, stopped()).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "the job runner failed; the process stops");
+    }
+    // However the runner ended, the rest of the process follows: a worker that runs no jobs
+    // must not keep answering its health check.
+    state.lifecycle.start_draining();
+    let _ = stopping.send(true);
     let _ = tokio::join!(scheduler, sampler);
     let _ = done.send(());
     internal.await??;

@@ -316,7 +316,8 @@ pub struct DeleteMeRequest {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"job_id": "01JD3V9W5Q8K2M4N6P8R0T2V4X"}))]
 pub struct Accepted {
-    /// Follow it at `GET /api/v1/jobs/{job_id}`.
+    /// The job's id, for support and the logs. (The account's sessions have ended, so its
+    /// owner cannot follow it at `GET /api/v1/jobs/{id}`.)
     pub job_id: String,
 }
 

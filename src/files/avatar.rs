@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{repo, upload::Stored};
+use super::{object_key, repo, upload::Stored};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::jobs::{self, Job, thumbnail::MakeThumbnail};
@@ -13,7 +13,7 @@ use crate::jobs::{self, Job, thumbnail::MakeThumbnail};
 pub struct Replaced {
     pub file_id: Uuid,
     pub object_key: String,
-    pub thumbnail_key: Option<String>,
+    pub thumbnail_key: String,
 }
 
 /// Records the stored image as `user`'s avatar, pending its thumbnail, in one transaction, and
@@ -27,6 +27,20 @@ pub async fn replace(
     stored: &Stored,
 ) -> Result<Option<Replaced>, ApiError> {
     let mut tx = state.db.write().begin().await?;
+    // The user row first: two avatar uploads at once then replace one another in order, each
+    // seeing the other's file as the previous one. (Inserting the file first would take a
+    // shared lock on the row through the foreign key, and two uploads would deadlock.)
+    let previous = sqlx::query!(
+        r#"select u.avatar_file_id, f.object_key as "object_key?"
+             from users u left join files f on f.id = u.avatar_file_id
+            where u.id = $1 and u.deletion_requested_at is null
+              for update of u"#,
+        user
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    // Gone, or being deleted: the deletion job may already have listed the objects.
+    .ok_or(ApiError::Unauthenticated)?;
     repo::insert(
         &mut *tx,
         &repo::NewFile {
@@ -42,17 +56,6 @@ pub async fn replace(
             upload_expires_at: None,
         },
     )
-    .await?;
-    // Locks the user row: two avatar uploads at once replace one another in order, and
-    // each sees the other's file as the previous one.
-    let previous = sqlx::query!(
-        r#"select f.id as "id?", f.object_key as "object_key?", u.avatar_thumbnail_key
-             from users u left join files f on f.id = u.avatar_file_id
-            where u.id = $1
-              for update of u"#,
-        user
-    )
-    .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::Unauthenticated)?;
     sqlx::query!(
@@ -73,11 +76,13 @@ pub async fn replace(
     jobs::enqueue(&mut tx, job, Some(user)).await?;
     tx.commit().await?;
     jobs::enqueued("make_thumbnail");
-    Ok(match (previous.id, previous.object_key) {
+    Ok(match (previous.avatar_file_id, previous.object_key) {
         (Some(file_id), Some(object_key)) => Some(Replaced {
             file_id,
             object_key,
-            thumbnail_key: previous.avatar_thumbnail_key,
+            // Derived, not read: a thumbnail job still running for the old avatar writes it
+            // after this point, and `discard` must remove that too.
+            thumbnail_key: object_key::thumbnail(user, file_id),
         }),
         _ => None,
     })
@@ -86,8 +91,7 @@ pub async fn replace(
 /// Removes a replaced avatar's objects, then its row. Best effort: a failure is logged and
 /// leaves the row, so the objects stay findable.
 pub async fn discard(state: &AppState, replaced: &Replaced) {
-    let keys = std::iter::once(&replaced.object_key).chain(replaced.thumbnail_key.as_ref());
-    for key in keys {
+    for key in [&replaced.object_key, &replaced.thumbnail_key] {
         if let Err(e) = state.storage.delete_object(key).await {
             tracing::warn!(%key, error = %e, "could not delete a replaced avatar");
             return;

@@ -35,13 +35,19 @@ pub struct NewFile<'a> {
     pub upload_expires_at: Option<OffsetDateTime>,
 }
 
+/// Records a file, unless its owner is gone or being deleted (`None`): the deletion job may
+/// already have listed the owner's objects, so the caller must discard the object.
 #[tracing::instrument(skip_all, fields(file = %file.id))]
-pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> Result<FileRow, sqlx::Error> {
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    file: &NewFile<'_>,
+) -> Result<Option<FileRow>, sqlx::Error> {
     sqlx::query_as!(
         FileRow,
         "insert into files (id, owner_id, purpose, object_key, name, size_bytes, content_type,
                             sha256, status, upload_expires_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+          where exists (select 1 from users where id = $2 and deletion_requested_at is null)
          returning id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
                    upload_expires_at, created_at, updated_at",
         file.id,
@@ -55,7 +61,7 @@ pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> Result<FileR
         file.status,
         file.upload_expires_at,
     )
-    .fetch_one(db)
+    .fetch_optional(db)
     .await
 }
 

@@ -197,7 +197,12 @@ async fn upload_file(
         upload_expires_at: None,
     };
     let file = match repo::insert(state.db.write(), &new).await {
-        Ok(file) => file,
+        Ok(Some(file)) => file,
+        // The account is being deleted: the object must not outlive it.
+        Ok(None) => {
+            discard_object(&state, &key).await;
+            return Err(ApiError::Unauthenticated);
+        }
         Err(e) => {
             // Unrecorded, the object would be an orphan nobody can reach.
             discard_object(&state, &key).await;
@@ -394,7 +399,9 @@ async fn create_upload(
         status: "pending",
         upload_expires_at: Some(expires_at),
     };
-    let file = repo::insert(state.db.write(), &new).await?;
+    let file = repo::insert(state.db.write(), &new)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
     state.db.wrote(&user.caller()).await;
     let created = CreatedUpload {
         file: file.into(),

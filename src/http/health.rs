@@ -151,7 +151,7 @@ pub fn readiness_response(
 #[utoipa::path(
     get, path = "/ready", tag = "operations",
     responses(
-        (status = 200, description = "Every required dependency answered. `degraded` names a replica that is down: reads go to the primary meanwhile", body = Readiness),
+        (status = 200, description = "Every required dependency answered. `degraded` names an optional dependency that is down: the replica (reads go to the primary meanwhile) or object storage (file endpoints answer 503 meanwhile)", body = Readiness),
         (status = 503, description = "A required dependency is down (named in `down`), or the instance is draining", body = Readiness),
     )
 )]
@@ -176,12 +176,13 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         check("redis", timeout, state.redis.ping()),
         check("storage", timeout, state.storage.check()),
     );
-    // Reads fall back to the primary, so a replica outage degrades the instance but must not
-    // take it (and, with every instance seeing the same replica, the whole API) out of rotation.
+    // Reads fall back to the primary, and only file endpoints need object storage (they answer
+    // 503 on their own): either outage degrades the instance but must not take it (and, with
+    // every instance seeing the same dependency, the whole API) out of rotation.
     readiness_response(
         &state.lifecycle,
         state.instance_id(),
         [primary, replica, redis, storage],
-        &["replica"],
+        &["replica", "storage"],
     )
 }

@@ -47,6 +47,8 @@ impl DeleteAccount {
         state.sessions.end_all_except(user, None).await?;
 
         let prefix = object_key::owner_prefix(user);
+        // Unfinished multipart uploads are invisible to listings of objects; abort them first.
+        state.storage.abort_multipart_uploads(&prefix).await?;
         let mut objects = 0;
         loop {
             let keys = state.storage.list_keys(&prefix).await?;

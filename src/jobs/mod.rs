@@ -72,11 +72,12 @@ impl Job {
         }
     }
 
-    /// Runs before the job is kept as failed. Deleting an account must not give up easily;
-    /// a recurring purge will run again next interval anyway.
+    /// Runs before the job is kept as failed. Deleting an account must not give up easily:
+    /// 25 attempts ride out about two hours of outage at the 5-minute backoff cap (and its
+    /// final failure alerts). A recurring purge will run again next interval anyway.
     pub fn max_attempts(&self) -> u32 {
         match self {
-            Self::DeleteAccount(_) => 10,
+            Self::DeleteAccount(_) => 25,
             Self::WelcomeEmail(_) | Self::MakeThumbnail(_) => 5,
             Self::PurgeUploads(_) => 3,
             Self::Canary(c) => c.max_attempts,

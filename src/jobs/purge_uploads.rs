@@ -25,30 +25,33 @@ impl PurgeUploads {
         let grace = pg_interval(ctx.state.config.jobs.purge_grace);
         let mut purged = 0;
         loop {
+            // Each file is claimed (row-locked) while its object goes: a `complete` arriving
+            // meanwhile waits, then finds the file gone (404) instead of making available a
+            // file whose object was just deleted. One that committed first is not pending.
+            let mut tx = db.begin().await?;
             let batch = sqlx::query!(
                 "select id, object_key from files
                   where status = 'pending' and upload_expires_at < now() - $1::interval
                   order by upload_expires_at
-                  limit $2",
+                  limit $2
+                  for update skip locked",
                 grace,
                 BATCH
             )
-            .fetch_all(db)
+            .fetch_all(&mut *tx)
             .await?;
             if batch.is_empty() {
                 break;
             }
-            for file in batch {
+            for file in &batch {
                 ctx.state.storage.delete_object(&file.object_key).await?;
-                // Still pending: a `complete` that won the race keeps its file.
-                sqlx::query!(
-                    "delete from files where id = $1 and status = 'pending'",
-                    file.id
-                )
-                .execute(db)
-                .await?;
-                purged += 1;
             }
+            let ids: Vec<_> = batch.iter().map(|f| f.id).collect();
+            sqlx::query!("delete from files where id = any($1)", &ids)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            purged += batch.len();
         }
         tracing::info!(purged, "abandoned uploads purged");
         Ok(())

@@ -15,6 +15,13 @@ use crate::files::object_key;
 /// The longest side of a thumbnail, in pixels.
 pub const SIZE: u32 = 256;
 
+/// Bounds on decoding, whatever the file's size: a tiny PNG can declare 16384×16384 pixels
+/// of one colour and decode to a gigabyte (a decompression bomb).
+const MAX_SIDE: u32 = 8192;
+const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+
+static DECODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MakeThumbnail {
     pub user_id: Uuid,
@@ -38,32 +45,41 @@ impl MakeThumbnail {
             return Ok(());
         };
         let original = ctx.state.storage.get_object(&source).await?;
-        let max_pixels = ctx.state.config.files.avatar_max_bytes.saturating_mul(64);
-        let png = tokio::task::spawn_blocking(move || render(&original, max_pixels)).await??;
+        // One decode at a time per worker: each may hold up to MAX_DECODE_BYTES.
+        let png = {
+            let _permit = DECODES.acquire().await?;
+            tokio::task::spawn_blocking(move || render(&original)).await??
+        };
         let key = object_key::thumbnail(self.user_id, self.file_id);
         ctx.state.storage.put_object(&key, png, "image/png").await?;
-        sqlx::query!(
+        let updated = sqlx::query!(
             "update users set avatar_status = 'ready', avatar_thumbnail_key = $3, updated_at = now()
-              where id = $1 and avatar_file_id = $2",
+              where id = $1 and avatar_file_id = $2 and deletion_requested_at is null",
             self.user_id,
             self.file_id,
             key
         )
         .execute(db)
-        .await?;
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            // Replaced or being deleted while we worked: whoever removes the avatar's objects
+            // may have done so before our thumbnail existed, so it is ours to remove.
+            ctx.state.storage.delete_object(&key).await?;
+        }
         Ok(())
     }
 }
 
 /// Decodes `image` and scales it to fit [`SIZE`]×[`SIZE`], keeping its proportions. The
-/// decoder is bounded: a small file that claims enormous dimensions (a decompression bomb) is
-/// refused rather than allowed to allocate gigabytes.
-pub fn render(image: &[u8], max_pixels: u64) -> anyhow::Result<Bytes> {
+/// decoder is bounded: an image wider or taller than [`MAX_SIDE`], or needing more than
+/// [`MAX_DECODE_BYTES`], is refused from its header, before anything is allocated.
+pub fn render(image: &[u8]) -> anyhow::Result<Bytes> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(image)).with_guessed_format()?;
     let mut limits = image::Limits::default();
-    limits.max_alloc = Some(max_pixels.saturating_mul(4).max(64 * 1024 * 1024));
-    limits.max_image_width = Some(16_384);
-    limits.max_image_height = Some(16_384);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
     let decoded = reader.decode()?;
     let thumbnail = decoded.thumbnail(SIZE, SIZE);
@@ -89,13 +105,26 @@ mod tests {
 
     #[test]
     fn a_thumbnail_fits_the_box_and_keeps_proportions() {
-        let thumb = render(&png(1024, 512), 1 << 24).expect("renders");
+        let thumb = render(&png(1024, 512)).expect("renders");
         let decoded = image::load_from_memory(&thumb).expect("a PNG");
         assert_eq!((decoded.width(), decoded.height()), (256, 128));
     }
 
     #[test]
     fn bytes_that_are_not_an_image_are_an_error() {
-        assert!(render(b"\x89PNG\r\n\x1a\nnot really", 1 << 24).is_err());
+        assert!(render(b"\x89PNG\r\n\x1a\nnot really").is_err());
+    }
+
+    #[test]
+    fn an_image_claiming_huge_dimensions_is_refused_before_decoding() {
+        // A valid PNG header declaring 20000×20000 pixels; the pixel data never comes.
+        let mut bomb = png(1, 1);
+        bomb[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let error = render(&bomb).expect_err("refused");
+        assert!(
+            format!("{error:#}").to_lowercase().contains("limit"),
+            "{error:#}"
+        );
     }
 }

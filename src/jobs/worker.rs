@@ -112,6 +112,31 @@ async fn handle(
         attempt,
         lsn: envelope.lsn.as_deref().and_then(|l| l.parse().ok()),
     };
+    let max = envelope.job.max_attempts();
+    let entered = span.enter();
+    if attempt > max {
+        // Only a worker's death re-queues a job past its last attempt (apalis' orphan recovery
+        // does not count): a job that kills its worker must not do so forever.
+        metrics::counter!("jobs_failed_total", "kind" => kind).increment(1);
+        tracing::error!(
+            max,
+            "out of attempts: the previous ones ended with their worker"
+        );
+        return Err(
+            format!("out of attempts ({max}); the last ones ended with their worker").into(),
+        );
+    }
+    // The next attempt's delay is recorded before this one starts, so it holds even if this
+    // run ends with its worker (a crash, a kill, an out-of-memory).
+    let next = super::backoff(
+        state.config.jobs.backoff_base,
+        state.config.jobs.backoff_max,
+        attempt + 1,
+    );
+    if let Err(e) = postpone(state.db.write(), &job_id, next).await {
+        tracing::warn!(error = %e, "could not record the backoff ahead of the run");
+    }
+    drop(entered);
     let start = Instant::now();
     let timeout = state.config.jobs.timeout;
     let result = async {
@@ -137,7 +162,6 @@ async fn handle(
         Err(error) => {
             metrics::histogram!("job_duration_seconds", "kind" => kind, "outcome" => "failed")
                 .record(elapsed);
-            let max = envelope.job.max_attempts();
             if attempt < max {
                 let delay = super::backoff(
                     state.config.jobs.backoff_base,

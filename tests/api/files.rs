@@ -517,7 +517,7 @@ async fn an_avatar_upload_is_pending_on_the_profile_and_must_be_an_image() {
         .upload_to(
             Method::PUT,
             "/me/avatar",
-            file_bytes(PNG_HEAD, 20_000, 9),
+            crate::jobs::png(64, 64),
             "me.png",
             "image/png",
         )

@@ -574,3 +574,29 @@ pub async fn canary_runs(db: &sqlx::PgPool, id: &str) -> i32 {
         .expect("reads canary_effects")
         .unwrap_or(0)
 }
+
+/// A topology service stopped (or killed) for a test, started again when this is dropped:
+/// also when an assertion fails, so one failing test does not leave the service down for the
+/// tests after it.
+pub struct Down(&'static str);
+
+impl Down {
+    pub fn stop(service: &'static str) -> Self {
+        stack(&["stop", service]);
+        Self(service)
+    }
+
+    pub fn kill(service: &'static str) -> Self {
+        stack(&["kill", service]);
+        Self(service)
+    }
+
+    /// Starts the service again now.
+    pub fn start(self) {}
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        stack(&["start", self.0]);
+    }
+}

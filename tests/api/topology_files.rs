@@ -17,14 +17,14 @@ const MIB: u64 = 1024 * 1024;
 async fn with_object_storage_stopped_uploads_fail_fast_and_profiles_still_work() {
     let api = signed_up(&edge_url(), &TestUser::new()).await;
 
-    stack(&["stop", "s3"]);
+    let down = crate::helpers::Down::stop("s3");
     let start = Instant::now();
     let upload = api.upload(b"hello\n".to_vec(), "a.txt", "text/plain").await;
     let elapsed = start.elapsed();
     let upload_status = upload.status();
     let content_type = upload.headers().get("content-type").cloned();
     let me = api.me().await.status();
-    stack(&["start", "s3"]);
+    down.start();
 
     eprintln!("upload with object storage stopped: {upload_status} in {elapsed:?}");
     assert_eq!(upload_status, StatusCode::SERVICE_UNAVAILABLE);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::helpers::{
-    canary, canary_runs, enqueue, eventually, job_row, spawn_app, spawn_worker, stack,
+    Down, canary, canary_runs, enqueue, eventually, job_row, spawn_app, spawn_worker,
 };
 
 /// Waits until job `id` is running, and returns the worker that holds it.
@@ -43,7 +43,7 @@ async fn done(db: &sqlx::PgPool, id: &str) -> (i32, String) {
 async fn a_worker_stopped_with_sigterm_finishes_its_running_job_first() {
     let app = spawn_app().await;
     let db = app.state.db.write();
-    stack(&["stop", "worker"]);
+    let down = Down::stop("worker");
     let worker = spawn_worker();
 
     let id = enqueue(db, vec![canary(0, 1500, 3)], None).await.remove(0);
@@ -51,7 +51,7 @@ async fn a_worker_stopped_with_sigterm_finishes_its_running_job_first() {
     assert!(holder.starts_with("test-worker-"), "{holder}");
     worker.shutdown().await;
     let (status, _, _) = job_row(db, &id).await.expect("the job is kept");
-    stack(&["start", "worker"]);
+    down.start();
 
     assert_eq!(
         status, "Done",
@@ -71,11 +71,11 @@ async fn a_job_of_a_worker_killed_mid_way_is_finished_by_another_once() {
         "the topology's worker took it: {holder}"
     );
 
-    stack(&["kill", "worker"]);
+    let down = Down::kill("worker");
     let rescuer = spawn_worker();
     let (attempts, finisher) = done(db, &id).await;
     rescuer.shutdown().await;
-    stack(&["start", "worker"]);
+    down.start();
 
     assert!(finisher.starts_with("test-worker-"), "{finisher}");
     assert!(
@@ -119,7 +119,7 @@ async fn two_workers_share_a_burst_of_200_jobs_and_each_job_takes_effect_once() 
 async fn a_request_that_enqueues_a_job_has_the_job_span_in_its_trace() {
     crate::traces::collector();
     let app = spawn_app().await;
-    stack(&["stop", "worker"]);
+    let down = Down::stop("worker");
     let worker = spawn_worker();
 
     let trace = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
@@ -165,7 +165,7 @@ async fn a_request_that_enqueues_a_job_has_the_job_span_in_its_trace() {
     )
     .await;
     worker.shutdown().await;
-    stack(&["start", "worker"]);
+    down.start();
 
     let (request, sql, job) = found;
     assert_eq!(request.trace, trace);
