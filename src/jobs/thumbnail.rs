@@ -103,6 +103,22 @@ mod tests {
         out.into_inner()
     }
 
+    /// CRC-32 (IEEE), as PNG chunks use it.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = u32::MAX;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
     #[test]
     fn a_thumbnail_fits_the_box_and_keeps_proportions() {
         let thumb = render(&png(1024, 512)).expect("renders");
@@ -121,6 +137,9 @@ mod tests {
         let mut bomb = png(1, 1);
         bomb[16..20].copy_from_slice(&20_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        // The IHDR chunk's CRC covers its type and data (bytes 12..29).
+        let crc = crc32(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
         let error = render(&bomb).expect_err("refused");
         assert!(
             format!("{error:#}").to_lowercase().contains("limit"),
