@@ -126,16 +126,9 @@ async fn handle(
             format!("out of attempts ({max}); the last ones ended with their worker").into(),
         );
     }
-    // The next attempt's delay is recorded before this one starts, so it holds even if this
-    // run ends with its worker (a crash, a kill, an out-of-memory).
-    let next = super::backoff(
-        state.config.jobs.backoff_base,
-        state.config.jobs.backoff_max,
-        attempt + 1,
-    );
-    if let Err(e) = postpone(state.db.write(), &job_id, next).await {
-        tracing::warn!(error = %e, "could not record the backoff ahead of the run");
-    }
+    // No backoff is recorded ahead of the run: apalis marks a job Running only while its
+    // `run_at` has passed. A run that ends with its worker is retried after the orphan timeout
+    // instead, which spaces out a crash loop just as well, and the check above ends it.
     drop(entered);
     let start = Instant::now();
     let timeout = state.config.jobs.timeout;
