@@ -25,6 +25,7 @@ use crate::config::StorageConfig;
 /// and alerts see a series before the first failure.
 const OPERATIONS: &[&str] = &[
     "put_object",
+    "copy_object",
     "create_multipart_upload",
     "upload_part",
     "complete_multipart_upload",
@@ -291,6 +292,57 @@ impl Storage {
             Ok(Ok(body)) => Ok(body.into_bytes()),
             Ok(Err(e)) => Err(failed(e.to_string())),
             Err(_) => Err(failed(format!("no body within {:?}", self.timeout))),
+        }
+    }
+
+    /// Copies `from` to `to` inside the bucket, on the storage side: no bytes pass through us.
+    pub async fn copy_object(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        call(
+            "copy_object",
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .copy_source(format!("{}/{from}", self.bucket))
+                .key(to)
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Keys under `prefix` last modified before `cutoff`, walking every page (at most `limit`).
+    pub async fn list_keys_older_than(
+        &self,
+        prefix: &str,
+        cutoff: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = call(
+                "list_objects",
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_continuation_token(token)
+                    .send(),
+            )
+            .await?;
+            for object in out.contents.unwrap_or_default() {
+                let old = object
+                    .last_modified
+                    .and_then(|t| std::time::SystemTime::try_from(t).ok())
+                    .is_some_and(|t| t < cutoff);
+                if let (true, Some(key)) = (old, object.key) {
+                    keys.push(key);
+                }
+            }
+            token = out.next_continuation_token;
+            if token.is_none() || keys.len() >= limit {
+                return Ok(keys);
+            }
         }
     }
 

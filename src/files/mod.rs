@@ -32,4 +32,18 @@ pub mod object_key {
     pub fn thumbnail(owner: Uuid, file: Uuid) -> String {
         format!("users/{owner}/avatars/{file}.thumb.png")
     }
+
+    /// Where a direct upload's presigned PUT writes. `complete` copies the checked bytes from
+    /// here to the file's key, so the URL (reusable until it expires) can never change a file
+    /// once it is available. One prefix for all owners lets the purge sweep leftovers.
+    pub fn staging(owner: Uuid, file: Uuid) -> String {
+        format!("{STAGING_PREFIX}{owner}/{file}")
+    }
+
+    pub const STAGING_PREFIX: &str = "uploads/";
+
+    /// The staging area of one owner.
+    pub fn owner_staging_prefix(owner: Uuid) -> String {
+        format!("{STAGING_PREFIX}{owner}/")
+    }
 }

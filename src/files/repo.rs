@@ -110,6 +110,25 @@ pub async fn list_owned(
     .await
 }
 
+/// Locks a pending upload for the rest of the transaction; `None` if it is not pending.
+#[tracing::instrument(skip_all, fields(file = %id))]
+pub async fn claim_pending(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<FileRow>, sqlx::Error> {
+    sqlx::query_as!(
+        FileRow,
+        "select id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
+                upload_expires_at, created_at, updated_at
+           from files
+          where id = $1 and status = 'pending'
+            for update",
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
 /// Marks a pending upload available; `None` if it is not pending (any more).
 #[tracing::instrument(skip_all, fields(file = %id))]
 pub async fn mark_available(

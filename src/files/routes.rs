@@ -382,9 +382,15 @@ async fn create_upload(
     let id = Uuid::now_v7();
     let key = object_key::file(user.id, id);
     let ttl = files.upload_url_ttl;
+    // The URL writes to the staging area; `complete` moves the checked bytes to `key`.
     let target = state
         .storage
-        .presign_put(&key, &content_type, body.size as u64, ttl)
+        .presign_put(
+            &object_key::staging(user.id, id),
+            &content_type,
+            body.size as u64,
+            ttl,
+        )
         .await?;
     let expires_at = OffsetDateTime::now_utc() + ttl;
     let new = repo::NewFile {
@@ -440,13 +446,24 @@ async fn complete_upload(
         // Completing twice is harmless: a client retrying after a lost response gets the file.
         return Ok(axum::Json(file.into()));
     }
-    let Some(object) = state.storage.head_object(&file.object_key).await? else {
+    // Claimed for the whole check: the purge skips a claimed file, and a second `complete`
+    // waits for this one, then finds the file available.
+    let mut tx = state.db.write().begin().await?;
+    let Some(file) = repo::claim_pending(&mut *tx, file.id).await? else {
+        drop(tx);
+        let file = repo::find_owned(state.db.read_primary(), user.id, file.id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        return Ok(axum::Json(file.into()));
+    };
+    let staging = object_key::staging(user.id, file.id);
+    let Some(object) = state.storage.head_object(&staging).await? else {
         return Err(ApiError::Conflict(
             "nothing has been uploaded to this file's URL yet".into(),
         ));
     };
     if object.size != file.size_bytes as u64 {
-        discard_object(&state, &file.object_key).await;
+        discard_object(&state, &staging).await;
         return Err(ApiError::Conflict(format!(
             "the uploaded object has {} bytes, {} were declared; upload again",
             object.size, file.size_bytes
@@ -454,7 +471,7 @@ async fn complete_upload(
     }
     let head = state
         .storage
-        .read_prefix(&file.object_key, super::sniff::SNIFF_LEN)
+        .read_prefix(&staging, super::sniff::SNIFF_LEN)
         .await?;
     let files = &state.config.files;
     let rules = Rules {
@@ -463,13 +480,21 @@ async fn complete_upload(
         allowed_types: &files.allowed_types,
     };
     if let Err(e) = upload::check_type(&head, Some(&file.content_type), rules) {
-        discard_object(&state, &file.object_key).await;
+        discard_object(&state, &staging).await;
         return Err(e);
     }
-    let file = repo::mark_available(state.db.write(), file.id)
+    // The checked bytes move to the file's own key, which no presigned URL can write.
+    state
+        .storage
+        .copy_object(&staging, &file.object_key)
+        .await?;
+    let file = repo::mark_available(&mut *tx, file.id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
     state.db.wrote(&user.caller()).await;
+    // Best effort: a leftover staging object is swept by the purge job.
+    discard_object(&state, &staging).await;
     Ok(axum::Json(file.into()))
 }
 
@@ -596,7 +621,8 @@ async fn delete_file(
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"status": "pending", "url": null}))]
 pub struct Avatar {
-    /// `pending` until the thumbnail is made, then `ready`.
+    /// `pending` until the thumbnail is made, then `ready`; `failed` when the image cannot be
+    /// decoded (upload another).
     pub status: String,
     /// Where the thumbnail is served, once ready.
     pub url: Option<String>,

@@ -46,19 +46,23 @@ impl DeleteAccount {
 
         state.sessions.end_all_except(user, None).await?;
 
-        let prefix = object_key::owner_prefix(user);
-        // Unfinished multipart uploads are invisible to listings of objects; abort them first.
-        state.storage.abort_multipart_uploads(&prefix).await?;
         let mut objects = 0;
-        loop {
-            let keys = state.storage.list_keys(&prefix).await?;
-            if keys.is_empty() {
-                break;
+        for prefix in [
+            object_key::owner_prefix(user),
+            object_key::owner_staging_prefix(user),
+        ] {
+            // Unfinished multipart uploads are invisible to listings of objects; abort them.
+            state.storage.abort_multipart_uploads(&prefix).await?;
+            loop {
+                let keys = state.storage.list_keys(&prefix).await?;
+                if keys.is_empty() {
+                    break;
+                }
+                for key in &keys {
+                    state.storage.delete_object(key).await?;
+                }
+                objects += keys.len();
             }
-            for key in &keys {
-                state.storage.delete_object(key).await?;
-            }
-            objects += keys.len();
         }
 
         // The avatar points into files; unhook it before the files go.

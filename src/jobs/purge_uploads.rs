@@ -1,6 +1,6 @@
 //! Purges abandoned direct uploads: files still `pending` well after their presigned URL
-//! expired. The client may have uploaded bytes without ever calling `complete`; those objects
-//! go too. Runs on a schedule (see `schedule`), once per interval across all workers.
+//! expired. The client may have uploaded bytes without ever calling `complete`; those staging
+//! objects go too, as do staging objects older than any completion could need. Runs on a schedule (see `schedule`), once per interval across all workers.
 //!
 //! Idempotent: it deletes what is still pending and expired; a second run finds less or nothing.
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::worker::JobContext;
+use crate::files::object_key;
 
 const BATCH: i64 = 100;
 
@@ -30,7 +31,7 @@ impl PurgeUploads {
             // file whose object was just deleted. One that committed first is not pending.
             let mut tx = db.begin().await?;
             let batch = sqlx::query!(
-                "select id, object_key from files
+                "select id, owner_id from files
                   where status = 'pending' and upload_expires_at < now() - $1::interval
                   order by upload_expires_at
                   limit $2
@@ -44,7 +45,8 @@ impl PurgeUploads {
                 break;
             }
             for file in &batch {
-                ctx.state.storage.delete_object(&file.object_key).await?;
+                let staging = object_key::staging(file.owner_id, file.id);
+                ctx.state.storage.delete_object(&staging).await?;
             }
             let ids: Vec<_> = batch.iter().map(|f| f.id).collect();
             sqlx::query!("delete from files where id = any($1)", &ids)
@@ -53,7 +55,19 @@ impl PurgeUploads {
             tx.commit().await?;
             purged += batch.len();
         }
-        tracing::info!(purged, "abandoned uploads purged");
+        // Staging objects that outlived any completion: a URL used again after `complete` or
+        // after the file was deleted leaves one behind, with no row pointing to it.
+        let window = ctx.state.config.files.upload_url_ttl + ctx.state.config.jobs.purge_grace;
+        let cutoff = std::time::SystemTime::now() - window;
+        let stale = ctx
+            .state
+            .storage
+            .list_keys_older_than(object_key::STAGING_PREFIX, cutoff, 1000)
+            .await?;
+        for key in &stale {
+            ctx.state.storage.delete_object(key).await?;
+        }
+        tracing::info!(purged, stale = stale.len(), "abandoned uploads purged");
         Ok(())
     }
 }

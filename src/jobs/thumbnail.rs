@@ -1,5 +1,6 @@
 //! The avatar thumbnail: the uploaded image, decoded and scaled to fit 256×256, stored as PNG
-//! beside it; then the profile's avatar turns `ready`.
+//! beside it; then the profile's avatar turns `ready` (or `failed`, for an image that cannot be
+//! decoded).
 //!
 //! Idempotent: the thumbnail's key is derived from the avatar's file id, so a second run
 //! overwrites the same object with the same bytes, and the final update only applies while this
@@ -46,9 +47,25 @@ impl MakeThumbnail {
         };
         let original = ctx.state.storage.get_object(&source).await?;
         // One decode at a time per worker: each may hold up to MAX_DECODE_BYTES.
-        let png = {
+        let rendered = {
             let _permit = DECODES.acquire().await?;
-            tokio::task::spawn_blocking(move || render(&original)).await??
+            tokio::task::spawn_blocking(move || render(&original)).await?
+        };
+        let png = match rendered {
+            Ok(png) => png,
+            // Not an image we can decode (or past the limits): no retry will change that.
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the avatar cannot be decoded");
+                sqlx::query!(
+                    "update users set avatar_status = 'failed', updated_at = now()
+                      where id = $1 and avatar_file_id = $2 and deletion_requested_at is null",
+                    self.user_id,
+                    self.file_id
+                )
+                .execute(db)
+                .await?;
+                return Ok(());
+            }
         };
         let key = object_key::thumbnail(self.user_id, self.file_id);
         ctx.state.storage.put_object(&key, png, "image/png").await?;

@@ -22,7 +22,13 @@ async fn json_of(response: reqwest::Response) -> Value {
 async fn leftovers(owner: uuid::Uuid) -> (Vec<String>, usize) {
     let storage = storage();
     let prefix = scaleout::files::object_key::owner_prefix(owner);
-    let objects = storage.list_keys(&prefix).await.expect("lists the bucket");
+    let mut objects = storage.list_keys(&prefix).await.expect("lists the bucket");
+    objects.extend(
+        storage
+            .list_keys(&scaleout::files::object_key::owner_staging_prefix(owner))
+            .await
+            .expect("lists the staging area"),
+    );
     let uploads = storage
         .client()
         .list_multipart_uploads()
@@ -123,6 +129,14 @@ async fn a_direct_upload_through_a_presigned_url_completes_and_downloads() {
         api.post(&format!("/files/{id}/complete")).await.status(),
         StatusCode::OK
     );
+    // The URL still works until it expires, but only on the staging area: other bytes of the
+    // same length and type do not replace the file.
+    let again = presigned_put(
+        &created["upload"],
+        file_bytes(b"%PDF-1.7\n", bytes.len(), 33),
+    )
+    .await;
+    assert!(again.status().is_success());
 
     assert_eq!(sha256_hex(&api.download(&id).await), sha256_hex(&bytes));
 }
@@ -496,7 +510,7 @@ async fn an_upload_abandoned_by_its_client_leaves_nothing_in_the_bucket() {
 }
 
 #[tokio::test]
-async fn an_avatar_upload_is_pending_on_the_profile_and_must_be_an_image() {
+async fn an_avatar_must_be_an_image_and_one_that_cannot_be_decoded_ends_failed() {
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let me = json_of(api.me().await).await;
@@ -513,8 +527,7 @@ async fn an_avatar_upload_is_pending_on_the_profile_and_must_be_an_image() {
         .await;
     assert_eq!(pdf.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    // PNG by its signature, not decodable: the thumbnail job cannot finish it, so the avatar
-    // stays pending for as long as this test looks (the next test sees one turn ready).
+    // PNG by its signature, not decodable (a decodable one turns ready: see the jobs tests).
     let png = api
         .upload_to(
             Method::PUT,
@@ -527,10 +540,20 @@ async fn an_avatar_upload_is_pending_on_the_profile_and_must_be_an_image() {
     assert_eq!(png.status(), StatusCode::ACCEPTED);
     assert_eq!(json_of(png).await["status"], "pending");
 
-    let me = json_of(api.me().await).await;
-    assert_eq!(me["avatar"], json!({"status": "pending", "url": null}));
+    // The thumbnail job cannot decode it: the avatar ends failed, never ready.
+    let me = eventually(
+        "the avatar is marked failed",
+        Duration::from_secs(30),
+        || async {
+            let me = json_of(api.me().await).await;
+            assert_ne!(me["avatar"]["status"], "ready", "{me}");
+            (me["avatar"]["status"] == "failed").then_some(me)
+        },
+    )
+    .await;
+    assert_eq!(me["avatar"], json!({"status": "failed", "url": null}));
     let id = me["id"].as_str().expect("an id");
-    // No thumbnail yet: nothing to redirect to.
+    // No thumbnail: nothing to redirect to.
     let image = api
         .send(api.request(Method::GET, &format!("/users/{id}/avatar")))
         .await;

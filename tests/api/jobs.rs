@@ -181,6 +181,30 @@ async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and
             .expect("lists")
             .is_empty()
     );
+    // A direct upload's bytes wait in the staging area until `complete`.
+    let started = json_of(
+        api.send(api.request(Method::POST, "/files/uploads").json(&json!({
+            "content_type": "text/plain", "size": 5
+        })))
+        .await,
+    )
+    .await;
+    let put = reqwest::Client::new()
+        .put(started["upload"]["url"].as_str().expect("a URL"))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .expect("storage answers");
+    assert!(put.status().is_success());
+    let staging = scaleout::files::object_key::owner_staging_prefix(id);
+    assert!(
+        !storage()
+            .list_keys(&staging)
+            .await
+            .expect("lists")
+            .is_empty()
+    );
 
     let wrong = api
         .send(
@@ -240,10 +264,13 @@ async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and
             .expect("counts");
         assert_eq!(rows, 0, "{table}");
     }
-    assert_eq!(
-        storage().list_keys(&prefix).await.expect("lists"),
-        Vec::<String>::new()
-    );
+    for prefix in [&prefix, &staging] {
+        assert_eq!(
+            storage().list_keys(prefix).await.expect("lists"),
+            Vec::<String>::new(),
+            "{prefix}"
+        );
+    }
     let (status, _, _) = crate::helpers::job_row(db, &job_id)
         .await
         .expect("the job is kept");
@@ -407,11 +434,13 @@ async fn the_purge_removes_abandoned_direct_uploads_and_their_objects() {
     )
     .await;
     let owner = my_id(&api).await;
-    let keys = storage()
-        .list_keys(&scaleout::files::object_key::owner_prefix(owner))
-        .await
-        .expect("lists");
-    assert_eq!(keys, Vec::<String>::new());
+    for prefix in [
+        scaleout::files::object_key::owner_prefix(owner),
+        scaleout::files::object_key::owner_staging_prefix(owner),
+    ] {
+        let keys = storage().list_keys(&prefix).await.expect("lists");
+        assert_eq!(keys, Vec::<String>::new(), "{prefix}");
+    }
 }
 
 fn rand_u16() -> u16 {
