@@ -51,6 +51,7 @@
 //! | `JOBS_BACKOFF_MAX_MS` | jobs | `300000` |
 //! | `JOBS_PURGE_INTERVAL_SECS` | jobs | `3600`: abandoned direct uploads are purged this often |
 //! | `JOBS_PURGE_GRACE_SECS` | jobs | `3600`: how long past its expiry a pending upload is kept |
+//! | `JOBS_RETENTION_DAYS` | jobs | `14`: succeeded jobs are deleted after this (failed ones are kept) |
 //! | `SMTP_URL` | email (worker) | required: `smtp://host:port` (plain) or `smtps://` |
 //! | `EMAIL_FROM` | email | `scaleout <no-reply@scaleout.local>` |
 //! | `SMTP_TIMEOUT_MS` | email | `10000` |
@@ -510,6 +511,8 @@ pub struct JobsConfig {
     pub backoff_max: Duration,
     pub purge_interval: Duration,
     pub purge_grace: Duration,
+    /// Succeeded jobs are deleted this many days after they finished.
+    pub retention_days: u32,
 }
 
 impl JobsConfig {
@@ -525,6 +528,7 @@ impl JobsConfig {
             backoff_max: r.duration("JOBS_BACKOFF_MAX_MS", 300_000, Duration::from_millis)?,
             purge_interval: r.duration("JOBS_PURGE_INTERVAL_SECS", 3600, Duration::from_secs)?,
             purge_grace: Duration::from_secs(r.parse("JOBS_PURGE_GRACE_SECS", 3600)?),
+            retention_days: r.positive("JOBS_RETENTION_DAYS", 14)?,
         })
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod canary;
 pub mod delete_account;
+pub mod prune_jobs;
 pub mod purge_uploads;
 pub mod routes;
 pub mod schedule;
@@ -49,16 +50,18 @@ pub enum Job {
     WelcomeEmail(welcome_email::WelcomeEmail),
     MakeThumbnail(thumbnail::MakeThumbnail),
     PurgeUploads(purge_uploads::PurgeUploads),
+    PruneJobs(prune_jobs::PruneJobs),
     Canary(canary::Canary),
 }
 
 impl Job {
     /// Every `kind`, for metrics that should exist before the first job of a kind.
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 6] = [
         "delete_account",
         "welcome_email",
         "make_thumbnail",
         "purge_uploads",
+        "prune_jobs",
         "canary",
     ];
 
@@ -68,6 +71,7 @@ impl Job {
             Self::WelcomeEmail(_) => "welcome_email",
             Self::MakeThumbnail(_) => "make_thumbnail",
             Self::PurgeUploads(_) => "purge_uploads",
+            Self::PruneJobs(_) => "prune_jobs",
             Self::Canary(_) => "canary",
         }
     }
@@ -79,7 +83,7 @@ impl Job {
         match self {
             Self::DeleteAccount(_) => 25,
             Self::WelcomeEmail(_) | Self::MakeThumbnail(_) => 5,
-            Self::PurgeUploads(_) => 3,
+            Self::PurgeUploads(_) | Self::PruneJobs(_) => 3,
             Self::Canary(c) => c.max_attempts,
         }
     }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Envelope, Job, QUEUE, purge_uploads::PurgeUploads};
+use super::{Envelope, Job, QUEUE, prune_jobs::PruneJobs, purge_uploads::PurgeUploads};
 
 /// The slot of `now` for `interval`.
 pub fn slot(now: SystemTime, interval: Duration) -> i64 {
@@ -15,13 +15,28 @@ pub fn slot(now: SystemTime, interval: Duration) -> i64 {
     (secs / interval.as_secs().max(1)) as i64
 }
 
-/// Offers the purge job for `slot`; true if this call created it.
+/// Offers the purge of abandoned uploads for `slot`; true if this call created it.
 pub async fn offer_purge(
     db: &sqlx::PgPool,
     interval: Duration,
     slot: i64,
 ) -> Result<bool, sqlx::Error> {
-    let job = Job::PurgeUploads(PurgeUploads { slot });
+    let key = format!("purge_uploads:{}s:{slot}", interval.as_secs());
+    offer(db, Job::PurgeUploads(PurgeUploads { slot }), &key).await
+}
+
+/// Offers the pruning of old succeeded jobs for `slot`; true if this call created it.
+pub async fn offer_prune(
+    db: &sqlx::PgPool,
+    interval: Duration,
+    slot: i64,
+) -> Result<bool, sqlx::Error> {
+    let key = format!("prune_jobs:{}s:{slot}", interval.as_secs());
+    offer(db, Job::PruneJobs(PruneJobs { slot }), &key).await
+}
+
+/// Inserts `job` unless a job with the idempotency key `key` exists already.
+async fn offer(db: &sqlx::PgPool, job: Job, key: &str) -> Result<bool, sqlx::Error> {
     let max_attempts = job.max_attempts() as i32;
     let envelope = Envelope {
         job,
@@ -30,7 +45,6 @@ pub async fn offer_purge(
         lsn: None,
     };
     let bytes = serde_json::to_vec(&envelope).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    let key = format!("purge_uploads:{}s:{slot}", interval.as_secs());
     // The same row apalis' push would write, plus ON CONFLICT, which its push lacks.
     let inserted = sqlx::query!(
         "insert into apalis.jobs
@@ -66,6 +80,11 @@ pub async fn run(
                     Ok(true) => tracing::info!(slot, "scheduled the purge of abandoned uploads"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "could not offer the scheduled purge"),
+                }
+                match offer_prune(&db, interval, slot).await {
+                    Ok(true) => tracing::info!(slot, "scheduled the pruning of old jobs"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not offer the scheduled pruning"),
                 }
             }
             () = &mut stop => break,

@@ -61,6 +61,7 @@ impl Job {
             Self::WelcomeEmail(job) => job.run(ctx).await,
             Self::MakeThumbnail(job) => job.run(ctx).await,
             Self::PurgeUploads(job) => job.run(ctx).await,
+            Self::PruneJobs(job) => job.run(ctx).await,
             Self::Canary(job) => job.run(ctx).await,
         }
     }

@@ -459,3 +459,71 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
         .expect("encodes");
     out.into_inner()
 }
+
+#[tokio::test]
+async fn pruning_deletes_old_succeeded_jobs_and_their_email_records_and_keeps_failed_ones() {
+    let app = spawn_app().await;
+    let db = app.state.db.write();
+    let user = my_id(&signed_up(&app.url(""), &TestUser::new()).await).await;
+    let ids = enqueue(
+        db,
+        vec![canary(0, 0, 1), canary(0, 0, 1), canary(9, 0, 1)],
+        None,
+    )
+    .await;
+    eventually("the three jobs finish", Duration::from_secs(30), || async {
+        let mut statuses = Vec::new();
+        for id in &ids {
+            statuses.push(crate::helpers::job_row(db, id).await?.0);
+        }
+        (statuses == ["Done", "Done", "Failed"]).then_some(())
+    })
+    .await;
+    // Finished a month ago: the first succeeded job and the failed one.
+    sqlx::query("update apalis.jobs set done_at = now() - interval '30 days' where id = any($1)")
+        .bind([ids[0].clone(), ids[2].clone()])
+        .execute(db)
+        .await
+        .expect("ages the jobs");
+    sqlx::query(
+        "insert into sent_emails (job_id, user_id, recipient) values ($1, $2, 'x@example.com')",
+    )
+    .bind(&ids[0])
+    .bind(user)
+    .execute(db)
+    .await
+    .expect("records an email");
+
+    let slot = 30_000_000_000 + i64::from(rand_u16());
+    assert!(
+        scaleout::jobs::schedule::offer_prune(db, Duration::from_secs(13), slot)
+            .await
+            .expect("offers")
+    );
+
+    eventually(
+        "the old succeeded job is pruned",
+        Duration::from_secs(30),
+        || async {
+            crate::helpers::job_row(db, &ids[0])
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        crate::helpers::job_row(db, &ids[1]).await.is_some(),
+        "a recent one stays"
+    );
+    assert!(
+        crate::helpers::job_row(db, &ids[2]).await.is_some(),
+        "a failed one stays"
+    );
+    let emails: i64 = sqlx::query_scalar("select count(*) from sent_emails where job_id = $1")
+        .bind(&ids[0])
+        .fetch_one(db)
+        .await
+        .expect("counts");
+    assert_eq!(emails, 0);
+}
