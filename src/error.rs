@@ -105,6 +105,74 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The error responses many operations share, for their OpenAPI `responses(...)`: written
+/// once here rather than as the same tuple on every handler. Operations whose error means
+/// something more specific keep their own tuple for that status.
+pub mod responses {
+    use utoipa::IntoResponses;
+
+    use super::Problem;
+
+    /// 503: a dependency did not answer in time.
+    #[derive(Debug, IntoResponses)]
+    #[response(
+        status = 503,
+        description = "A dependency is unavailable",
+        content_type = "application/problem+json"
+    )]
+    pub struct Unavailable(pub Problem);
+
+    /// 401: the operation needs a session.
+    #[derive(Debug, IntoResponses)]
+    #[response(
+        status = 401,
+        description = "No valid session",
+        content_type = "application/problem+json"
+    )]
+    pub struct NoSession(pub Problem);
+
+    /// 403: a browser request from another site (see `http::csrf`).
+    #[derive(Debug, IntoResponses)]
+    #[response(
+        status = 403,
+        description = "Cross-site request",
+        content_type = "application/problem+json"
+    )]
+    pub struct CrossSite(pub Problem);
+
+    /// 422: well-formed JSON that breaks the rules.
+    #[derive(Debug, IntoResponses)]
+    #[response(
+        status = 422,
+        description = "Invalid fields",
+        content_type = "application/problem+json"
+    )]
+    pub struct InvalidFields(pub Problem);
+
+    /// What `AppJson` refuses before the handler runs: 400, 413, 415.
+    #[derive(Debug, IntoResponses)]
+    pub enum JsonBody {
+        #[response(
+            status = 400,
+            description = "Malformed JSON",
+            content_type = "application/problem+json"
+        )]
+        Malformed(Problem),
+        #[response(
+            status = 413,
+            description = "Body too large",
+            content_type = "application/problem+json"
+        )]
+        TooLarge(Problem),
+        #[response(
+            status = 415,
+            description = "Not application/json",
+            content_type = "application/problem+json"
+        )]
+        NotJson(Problem),
+    }
+}
+
 /// Why a request failed with a 5xx, for the request log line (never for the client).
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub String);

@@ -17,6 +17,7 @@ use super::validate::Check;
 use super::{password, repo};
 use crate::app::AppState;
 use crate::db::Caller;
+use crate::error::responses::{CrossSite, InvalidFields, JsonBody, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
 use crate::files::routes::Avatar;
 use crate::http::client_ip::ClientIp;
@@ -133,13 +134,11 @@ pub struct ChangePasswordRequest {
     request_body = SignupRequest,
     responses(
         (status = 201, description = "Account created; the response sets the session cookie", body = Me),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        CrossSite,
         (status = 409, description = "An account with this email exists", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidFields,
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -191,16 +190,14 @@ fn login_limits(state: &AppState, email: &str, ip: &str) -> [Limit; 2] {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in; the response sets a new session cookie", body = Me),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
         (status = 401, description = "Invalid email or password", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        CrossSite,
+        InvalidFields,
         (status = 429, description = "Too many failed logins for this account or address; see Retry-After",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until another attempt is allowed"))),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -244,9 +241,9 @@ async fn login(
     security(("session" = [])),
     responses(
         (status = 204, description = "Logged out; the session no longer exists"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSession,
+        CrossSite,
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -265,9 +262,9 @@ async fn logout(
     security(("session" = [])),
     responses(
         (status = 204, description = "Every session of the caller has ended"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSession,
+        CrossSite,
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -287,8 +284,8 @@ async fn logout_all(
     security(("session" = [])),
     responses(
         (status = 200, description = "The caller's account", body = Me),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        NoSession,
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -328,14 +325,12 @@ pub struct Accepted {
     request_body = DeleteMeRequest,
     responses(
         (status = 202, description = "Sessions ended; the deletion job is queued", body = Accepted),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        NoSession,
         (status = 403, description = "Wrong password, or a cross-site request", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The deletion is already under way", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidFields,
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -386,14 +381,12 @@ async fn delete_me(
     request_body = UpdateMeRequest,
     responses(
         (status = 200, description = "The updated account", body = Me),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        NoSession,
+        CrossSite,
         (status = 409, description = "Another account has this email", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidFields,
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -426,13 +419,11 @@ async fn update_me(
     request_body = ChangePasswordRequest,
     responses(
         (status = 204, description = "Changed; this session continues under a new id, the others have ended"),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        NoSession,
         (status = 403, description = "Wrong current password, or a cross-site request", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidFields,
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -475,7 +466,7 @@ async fn change_password(
     responses(
         (status = 200, description = "The public profile", body = PublicUser),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all)]

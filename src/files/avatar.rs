@@ -41,23 +41,9 @@ pub async fn replace(
     .await?
     // Gone, or being deleted: the deletion job may already have listed the objects.
     .ok_or(ApiError::Unauthenticated)?;
-    repo::insert(
-        &mut *tx,
-        &repo::NewFile {
-            id: file_id,
-            owner_id: user,
-            purpose: "avatar",
-            object_key: key,
-            name: stored.name.as_deref(),
-            size_bytes: stored.size as i64,
-            content_type: stored.content_type,
-            sha256: Some(&stored.sha256),
-            status: "available",
-            upload_expires_at: None,
-        },
-    )
-    .await?
-    .ok_or(ApiError::Unauthenticated)?;
+    repo::insert(&mut *tx, &stored.as_new_file(file_id, user, "avatar", key))
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
     sqlx::query!(
         "update users
             set avatar_file_id = $2, avatar_status = 'pending', avatar_thumbnail_key = null,

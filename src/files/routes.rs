@@ -17,6 +17,7 @@ use super::upload::{self, Rules};
 use super::{object_key, repo};
 use crate::accounts::AuthUser;
 use crate::app::AppState;
+use crate::error::responses::{CrossSite, JsonBody, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
 use crate::http::json::AppJson;
 use crate::http::middleware::MULTIPART_OVERHEAD;
@@ -165,7 +166,7 @@ impl UploadBody {
     responses(
         (status = 201, description = "Stored; the file's metadata", body = FileMeta),
         (status = 400, description = "Broken multipart body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        NoSession,
         (status = 413, description = "Larger than UPLOAD_MAX_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart, or the content is not an allowed type (or not the declared one)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No part named file, or an empty file", body = Problem, content_type = "application/problem+json"),
@@ -184,18 +185,7 @@ async fn upload_file(
     let stored = body
         .store(&state, &key, files.max_bytes, &files.allowed_types)
         .await?;
-    let new = repo::NewFile {
-        id,
-        owner_id: user.id,
-        purpose: "upload",
-        object_key: &key,
-        name: stored.name.as_deref(),
-        size_bytes: stored.size as i64,
-        content_type: stored.content_type,
-        sha256: Some(&stored.sha256),
-        status: "available",
-        upload_expires_at: None,
-    };
+    let new = stored.as_new_file(id, user.id, "upload", &key);
     let file = match repo::insert(state.db.write(), &new).await {
         Ok(Some(file)) => file,
         // The account is being deleted: the object must not outlive it.
@@ -247,9 +237,9 @@ pub struct FilePage {
     responses(
         (status = 200, description = "A page of the caller's files", body = FilePage),
         (status = 400, description = "Unreadable query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        NoSession,
         (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -332,13 +322,11 @@ pub struct CreatedUpload {
     request_body = CreateUploadRequest,
     responses(
         (status = 201, description = "A pending file and the URL to PUT its bytes to; then call complete", body = CreatedUpload),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        JsonBody,
+        NoSession,
+        CrossSite,
         (status = 422, description = "Invalid size, type or name", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -428,11 +416,11 @@ async fn create_upload(
     params(("id" = String, Path, description = "The file's id")),
     responses(
         (status = 200, description = "The file is available", body = FileMeta),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        NoSession,
         (status = 404, description = "No such file of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Nothing uploaded yet, or not the declared size (the upload is discarded)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The content is not the declared type (the upload is discarded)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -517,9 +505,9 @@ async fn find_owned(state: &AppState, user: AuthUser, id: &str) -> Result<repo::
     params(("id" = String, Path, description = "The file's id")),
     responses(
         (status = 200, description = "The file's metadata", body = FileMeta),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        NoSession,
         (status = 404, description = "No such file of the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -540,10 +528,10 @@ async fn get_file(
     responses(
         (status = 302, description = "Redirect to the content (valid for DOWNLOAD_URL_TTL_SECS)",
             headers(("Location" = String, description = "A presigned GET URL"))),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        NoSession,
         (status = 404, description = "No such file of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A direct upload not completed yet", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -568,15 +556,19 @@ async fn download(
             state.config.files.download_url_ttl,
         )
         .await?;
-    Ok((
+    Ok(redirect_to(url))
+}
+
+/// A 302 to a presigned URL. The URL is personal and expires: no cache may keep the redirect.
+fn redirect_to(url: String) -> Response {
+    (
         StatusCode::FOUND,
         [
             (header::LOCATION, url),
-            // The URL is personal and expires: no cache may keep the redirect.
             (header::CACHE_CONTROL, "private, no-store".into()),
         ],
     )
-        .into_response())
+        .into_response()
 }
 
 /// `attachment`, with the display name when it is plain enough for a header.
@@ -596,8 +588,8 @@ fn content_disposition(name: Option<&str>) -> String {
     params(("id" = String, Path, description = "The file's id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        NoSession,
+        CrossSite,
         (status = 404, description = "No such file of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is unavailable; nothing was deleted", body = Problem, content_type = "application/problem+json"),
     )
@@ -647,12 +639,12 @@ impl Avatar {
     responses(
         (status = 202, description = "Stored; the thumbnail is being made", body = Avatar),
         (status = 400, description = "Broken multipart body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cross-site request", body = Problem, content_type = "application/problem+json"),
+        NoSession,
+        CrossSite,
         (status = 413, description = "Larger than AVATAR_MAX_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a PNG, JPEG, GIF or WebP image", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No part named file, or an empty file", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
@@ -694,7 +686,7 @@ async fn upload_avatar(
         (status = 302, description = "Redirect to the thumbnail (PNG)",
             headers(("Location" = String, description = "A presigned GET URL"))),
         (status = 404, description = "No such user, or no avatar ready", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -720,12 +712,5 @@ async fn avatar_image(
             state.config.files.download_url_ttl,
         )
         .await?;
-    Ok((
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, url),
-            (header::CACHE_CONTROL, "private, no-store".into()),
-        ],
-    )
-        .into_response())
+    Ok(redirect_to(url))
 }

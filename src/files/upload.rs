@@ -34,6 +34,30 @@ pub struct Stored {
     pub sha256: String,
 }
 
+impl Stored {
+    /// The `files` row that records this object at `object_key`, available at once.
+    pub fn as_new_file<'a>(
+        &'a self,
+        id: uuid::Uuid,
+        owner_id: uuid::Uuid,
+        purpose: &'a str,
+        object_key: &'a str,
+    ) -> super::repo::NewFile<'a> {
+        super::repo::NewFile {
+            id,
+            owner_id,
+            purpose,
+            object_key,
+            name: self.name.as_deref(),
+            size_bytes: self.size as i64,
+            content_type: self.content_type,
+            sha256: Some(&self.sha256),
+            status: "available",
+            upload_expires_at: None,
+        }
+    }
+}
+
 /// Streams the part named `file` of `multipart` to `key`. Other parts are skipped.
 #[tracing::instrument(skip_all, fields(key))]
 pub async fn receive(

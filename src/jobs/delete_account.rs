@@ -69,36 +69,28 @@ impl DeleteAccount {
         sqlx::query!("update users set avatar_file_id = null where id = $1", user)
             .execute(db)
             .await?;
-        let mut rows = 0;
-        loop {
-            let done = sqlx::query!(
+        let files = in_batches(|| async move {
+            sqlx::query!(
                 "delete from files where id in (select id from files where owner_id = $1 limit $2)",
                 user,
                 BATCH
             )
             .execute(db)
-            .await?
-            .rows_affected();
-            rows += done;
-            if done == 0 {
-                break;
-            }
-        }
-        loop {
-            let done = sqlx::query!(
+            .await
+        })
+        .await?;
+        let emails = in_batches(|| async move {
+            sqlx::query!(
                 "delete from sent_emails
                   where job_id in (select job_id from sent_emails where user_id = $1 limit $2)",
                 user,
                 BATCH
             )
             .execute(db)
-            .await?
-            .rows_affected();
-            rows += done;
-            if done == 0 {
-                break;
-            }
-        }
+            .await
+        })
+        .await?;
+        let rows = files + emails;
         sqlx::query!(
             "delete from users where id = $1 and deletion_requested_at is not null",
             user
@@ -107,5 +99,21 @@ impl DeleteAccount {
         .await?;
         tracing::info!(objects, rows, "account deleted");
         Ok(())
+    }
+}
+
+/// Runs one batch `delete` until it deletes nothing; returns how many rows went in all.
+async fn in_batches<F, Fut>(mut batch: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let done = batch().await?.rows_affected();
+        if done == 0 {
+            return Ok(total);
+        }
+        total += done;
     }
 }

@@ -7,6 +7,7 @@ use utoipa_axum::routes;
 use super::status::{self, JobView};
 use crate::accounts::AuthUser;
 use crate::app::AppState;
+use crate::error::responses::{NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
 
 pub const TAG: &str = "jobs";
@@ -22,9 +23,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     params(("id" = String, Path, description = "The job's id, as returned when it was enqueued")),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 401, description = "No valid session", body = Problem, content_type = "application/problem+json"),
+        NoSession,
         (status = 404, description = "No such job of the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
