@@ -167,6 +167,7 @@ impl UploadBody {
         (status = 201, description = "Stored; the file's metadata", body = FileMeta),
         (status = 400, description = "Broken multipart body", body = Problem, content_type = "application/problem+json"),
         NoSession,
+        CrossSite,
         (status = 413, description = "Larger than UPLOAD_MAX_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart, or the content is not an allowed type (or not the declared one)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No part named file, or an empty file", body = Problem, content_type = "application/problem+json"),
@@ -203,7 +204,8 @@ async fn upload_file(
     Ok((StatusCode::CREATED, axum::Json(FileMeta::from(file))).into_response())
 }
 
-/// Deletes an object nothing refers to; a failure is logged (the purge job is the backstop).
+/// Deletes an object nothing refers to. Best effort: a failure is logged, and the object stays
+/// until its owner's account is deleted (which removes everything under the owner's prefixes).
 async fn discard_object(state: &AppState, key: &str) {
     if let Err(e) = state.storage.delete_object(key).await {
         tracing::warn!(%key, error = %e, "could not delete an unrecorded object");
@@ -417,6 +419,7 @@ async fn create_upload(
     responses(
         (status = 200, description = "The file is available", body = FileMeta),
         NoSession,
+        CrossSite,
         (status = 404, description = "No such file of the caller's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Nothing uploaded yet, or not the declared size (the upload is discarded)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The content is not the declared type (the upload is discarded)", body = Problem, content_type = "application/problem+json"),
