@@ -18,6 +18,7 @@ use tracing::Level;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::time::UtcTime;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,7 +28,7 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber. Call once, from `main` (tests opt in with `TEST_LOG`).
 pub fn init_logs(config: &LogConfig) {
     // A second call (several in-process apps in one test binary) keeps the first subscriber.
-    let _ = init(config, None);
+    let _ = init(config, None, std::io::stdout);
 }
 
 /// Logs and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, traces exported over OTLP/HTTP.
@@ -38,11 +39,25 @@ pub fn init_telemetry(
     instance: &str,
     process: &'static str,
 ) -> anyhow::Result<Option<SdkTracerProvider>> {
+    init_telemetry_logging_to(config, instance, process, std::io::stdout)
+}
+
+/// [`init_telemetry`] with the log lines written to `logs` instead of stdout: the test suite
+/// runs the production set-up with its logs silenced.
+pub fn init_telemetry_logging_to<W>(
+    config: &LogConfig,
+    instance: &str,
+    process: &'static str,
+    logs: W,
+) -> anyhow::Result<Option<SdkTracerProvider>>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let provider = match &config.otlp_endpoint {
         Some(endpoint) => Some(tracer_provider(endpoint, instance, process)?),
         None => None,
     };
-    init(config, provider.clone())?;
+    init(config, provider.clone(), logs)?;
     Ok(provider)
 }
 
@@ -73,7 +88,14 @@ pub fn tracer_provider(
 /// The subscriber: the log format asked for, span export when a provider is given, and the
 /// query timer. Each has its own filter: `RUST_LOG` decides what is logged and exported, while
 /// the timer always sees sqlx's per-statement events (which are below the log level).
-pub fn init(config: &LogConfig, provider: Option<SdkTracerProvider>) -> anyhow::Result<()> {
+pub fn init<W>(
+    config: &LogConfig,
+    provider: Option<SdkTracerProvider>,
+    logs: W,
+) -> anyhow::Result<()>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = || EnvFilter::try_new(&config.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let otel = provider.map(|p| {
         tracing_opentelemetry::layer()
@@ -88,7 +110,7 @@ pub fn init(config: &LogConfig, provider: Option<SdkTracerProvider>) -> anyhow::
     let registry = tracing_subscriber::registry().with(otel).with(timer);
     let fmt = tracing_subscriber::fmt::layer()
         .with_timer(UtcTime::rfc_3339())
-        .with_writer(std::io::stdout);
+        .with_writer(logs);
     match config.format {
         LogFormat::Json => registry
             .with(

@@ -19,10 +19,23 @@ pub struct Canary {
     /// Work time before the effect.
     pub hold_ms: u64,
     pub max_attempts: u32,
+    /// The first retry's delay, instead of `JOBS_BACKOFF_BASE_MS`: a long one keeps the job
+    /// visibly queued between attempts, for as long as someone needs to look at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
 }
 
 impl Canary {
     pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
+        // Each attempt's start, once: the gaps between attempts show the backoff.
+        sqlx::query(
+            "insert into canary_attempts (job_id, attempt) values ($1, $2)
+             on conflict (job_id, attempt) do nothing",
+        )
+        .bind(ctx.job_id)
+        .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
+        .execute(ctx.state.db.write())
+        .await?;
         tokio::time::sleep(Duration::from_millis(self.hold_ms)).await;
         if ctx.attempt <= self.fail_attempts {
             anyhow::bail!(

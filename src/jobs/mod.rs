@@ -89,6 +89,16 @@ impl Job {
     }
 }
 
+impl Job {
+    /// The delay before the first retry; later retries double it (see [`backoff`]).
+    pub fn backoff_base(&self, configured: Duration) -> Duration {
+        match self {
+            Self::Canary(c) => c.backoff_ms.map_or(configured, Duration::from_millis),
+            _ => configured,
+        }
+    }
+}
+
 /// A job and the context it runs in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
@@ -167,6 +177,7 @@ mod tests {
             fail_attempts: 1,
             hold_ms: 0,
             max_attempts: 3,
+            backoff_ms: None,
         });
         let json = serde_json::to_value(&job).expect("serialises");
         assert_eq!(json["kind"], "canary");

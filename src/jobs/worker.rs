@@ -158,7 +158,7 @@ async fn handle(
                 .record(elapsed);
             if attempt < max {
                 let delay = super::backoff(
-                    state.config.jobs.backoff_base,
+                    envelope.job.backoff_base(state.config.jobs.backoff_base),
                     state.config.jobs.backoff_max,
                     attempt + 1,
                 );

@@ -488,20 +488,70 @@ async fn bad_profile_and_password_changes_are_4xx_problems_and_change_nothing() 
 }
 
 #[tokio::test]
-async fn protected_endpoints_need_a_session() {
+async fn every_operation_the_document_marks_as_secured_needs_a_session() {
     let app = spawn_app().await;
-    let anonymous = Api::new(app.url(""));
+    let doc = app.openapi().await;
+    let secured: Vec<(Method, String)> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("a path item")
+                .iter()
+                .filter(|(_, op)| {
+                    op["security"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|r| r.get("session").is_some()))
+                })
+                .map(|(method, _)| {
+                    let method =
+                        Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+                    // Concrete ids: a fresh UUID for every path parameter.
+                    let concrete = path
+                        .split('/')
+                        .map(|segment| {
+                            if segment.starts_with('{') {
+                                uuid::Uuid::new_v4().to_string()
+                            } else {
+                                segment.to_owned()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    (method, concrete)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        secured.len() >= 10,
+        "the document marks {} operations as secured",
+        secured.len()
+    );
 
-    for (method, path) in [
-        (Method::GET, "/me"),
-        (Method::POST, "/auth/logout"),
-        (Method::POST, "/auth/logout-all"),
-    ] {
-        let response = anonymous.send(anonymous.request(method, path)).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    let client = crate::helpers::client();
+    for (method, path) in &secured {
+        // A well-formed body, so that only the missing session can be the reason for a refusal.
+        let response = client
+            .request(method.clone(), app.url(path))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
         assert!(
             session_cookie(&response).is_none(),
-            "{path} starts no session"
+            "{method} {path} starts no session"
         );
     }
 }

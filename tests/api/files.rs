@@ -40,6 +40,34 @@ async fn leftovers(owner: uuid::Uuid) -> (Vec<String>, usize) {
     (objects, uploads.uploads().len())
 }
 
+/// Parts already in storage for the unfinished multipart uploads under `owner`'s prefix.
+async fn uploaded_parts(owner: uuid::Uuid) -> usize {
+    let storage = storage();
+    let prefix = scaleout::files::object_key::owner_prefix(owner);
+    let uploads = storage
+        .client()
+        .list_multipart_uploads()
+        .bucket(storage.bucket())
+        .prefix(&prefix)
+        .send()
+        .await
+        .expect("lists multipart uploads");
+    let mut parts = 0;
+    for upload in uploads.uploads() {
+        let listed = storage
+            .client()
+            .list_parts()
+            .bucket(storage.bucket())
+            .key(upload.key().expect("a key"))
+            .upload_id(upload.upload_id().expect("an upload id"))
+            .send()
+            .await
+            .expect("lists parts");
+        parts += listed.parts().len();
+    }
+    parts
+}
+
 async fn files_rows(app: &crate::helpers::TestApp, owner: uuid::Uuid) -> i64 {
     sqlx::query_scalar("select count(*) from files where owner_id = $1")
         .bind(owner)
@@ -139,6 +167,88 @@ async fn a_direct_upload_through_a_presigned_url_completes_and_downloads() {
     assert!(again.status().is_success());
 
     assert_eq!(sha256_hex(&api.download(&id).await), sha256_hex(&bytes));
+}
+
+#[tokio::test]
+async fn completion_discards_a_staged_object_of_the_wrong_size_or_type() {
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let owner = my_id(&api).await;
+    let start = |size: usize| {
+        let api = api.clone();
+        async move {
+            let r = api
+                .send(api.request(Method::POST, "/files/uploads").json(&json!({
+                    "content_type": "text/plain", "size": size
+                })))
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let created = json_of(r).await;
+            let id: uuid::Uuid = created["file"]["id"]
+                .as_str()
+                .expect("an id")
+                .parse()
+                .expect("a UUID");
+            id
+        }
+    };
+    // Objects placed at the staging key directly, as a client that got around the signed
+    // length and type would: completion itself must check them.
+    let stage = |id: uuid::Uuid, bytes: Vec<u8>| async move {
+        storage()
+            .put_object(
+                &scaleout::files::object_key::staging(owner, id),
+                bytes.into(),
+                "text/plain",
+            )
+            .await
+            .expect("stages an object");
+    };
+    let staged = || async {
+        storage()
+            .list_keys(&scaleout::files::object_key::owner_staging_prefix(owner))
+            .await
+            .expect("lists the staging area")
+    };
+
+    // Declared 100 bytes, 150 staged.
+    let wrong_size = start(100).await;
+    stage(wrong_size, b"x".repeat(150)).await;
+    assert_eq!(staged().await.len(), 1);
+    let refused = api.post(&format!("/files/{wrong_size}/complete")).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let problem = json_of(refused).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("150 bytes") && d.contains("100 were declared")),
+        "{problem}"
+    );
+
+    // Declared text, a PNG staged with the declared length.
+    let wrong_type = start(4096).await;
+    stage(wrong_type, file_bytes(PNG_HEAD, 4096, 41)).await;
+    let refused = api.post(&format!("/files/{wrong_type}/complete")).await;
+    assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Both objects are discarded and both files are still waiting for a good upload.
+    assert_eq!(staged().await, Vec::<String>::new());
+    for id in [wrong_size, wrong_type] {
+        let file = json_of(
+            api.send(api.request(Method::GET, &format!("/files/{id}")))
+                .await,
+        )
+        .await;
+        assert_eq!(file["status"], "pending", "{file}");
+    }
+    assert_eq!(
+        storage()
+            .list_keys(&scaleout::files::object_key::owner_prefix(owner))
+            .await
+            .expect("lists"),
+        Vec::<String>::new(),
+        "nothing reached a file's own key"
+    );
 }
 
 /// PUTs `body` to a presigned upload target with the headers it names.
@@ -418,22 +528,44 @@ async fn refused_uploads_leave_nothing_in_the_bucket() {
     assert_eq!(declared.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     // Over the limit without a declared length (chunked): cut off mid-stream, after the
-    // first part has gone to storage.
+    // first part has gone to storage. The body is fed by hand: 5.5 MiB first, then, once the
+    // first part is seen in storage, the rest.
     let bytes = file_bytes(PNG_HEAD, 7 * MIB, 5);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        bytes.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(
-        futures_util::stream::iter(chunks),
-    ))
-    .file_name("big.png")
-    .mime_str("image/png")
-    .expect("a type");
-    let chunked = api
-        .send(
-            api.request(Method::POST, "/files")
-                .multipart(reqwest::multipart::Form::new().part("file", part)),
-        )
-        .await;
+    let (feed, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (chunk, body))
+    });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream))
+        .file_name("big.png")
+        .mime_str("image/png")
+        .expect("a type");
+    let request = api
+        .request(Method::POST, "/files")
+        .multipart(reqwest::multipart::Form::new().part("file", part));
+    let response = tokio::spawn(async move { request.send().await });
+    let (head, tail) = bytes.split_at(5 * MIB + MIB / 2);
+    for chunk in head.chunks(256 * 1024) {
+        feed.send(Ok(chunk.to_vec()))
+            .await
+            .expect("the request reads");
+    }
+    eventually(
+        "the first part is in storage",
+        Duration::from_secs(20),
+        || async { (uploaded_parts(owner).await >= 1).then_some(()) },
+    )
+    .await;
+    for chunk in tail.chunks(256 * 1024) {
+        // The instance may stop reading once it is over the limit: that ends the feed.
+        if feed.send(Ok(chunk.to_vec())).await.is_err() {
+            break;
+        }
+    }
+    drop(feed);
+    let chunked = response
+        .await
+        .expect("the request task does not panic")
+        .expect("the instance answers");
     assert_eq!(chunked.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     // Types judged by content: a disallowed one, and an allowed one that lies.
@@ -493,9 +625,9 @@ async fn an_upload_abandoned_by_its_client_leaves_nothing_in_the_bucket() {
         .await
         .expect("writes");
     stream.flush().await.expect("flushes");
-    // Two parts are in storage once the instance has asked for the third.
+    // Two parts are in storage once the instance has read past 10 MiB.
     eventually("two parts uploaded", Duration::from_secs(20), || async {
-        (leftovers(owner).await.1 == 1).then_some(())
+        (leftovers(owner).await.1 == 1 && uploaded_parts(owner).await >= 2).then_some(())
     })
     .await;
     drop(stream);

@@ -34,11 +34,73 @@ pub fn instance_urls() -> Vec<String> {
         .collect()
 }
 
+/// An HTTP client that connects from an address of its own in 127.0.0.0/8. Per-address rate
+/// limits count by the client's address (nginx's `X-Real-IP`, or the peer address), so each
+/// client is a separate "user agent" and tests never share a counter with each other or with
+/// the API contract run (which comes from 127.0.0.1).
 pub fn client() -> reqwest::Client {
+    client_from(loopback_address())
+}
+
+/// A client that connects from `address` (a loopback address: nothing else is routable here).
+pub fn client_from(address: std::net::IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .local_address(address)
         .build()
         .expect("a reqwest client builds")
+}
+
+/// A random address in 127.0.0.0/8 other than 127.0.0.1 (every one of them reaches the
+/// loopback interface on Linux).
+pub fn loopback_address() -> std::net::IpAddr {
+    let b = *uuid::Uuid::new_v4().as_bytes();
+    std::net::IpAddr::from([127, b[0] | 1, b[1], b[2].max(2)])
+}
+
+/// The summed value of the series of metric `name` whose labels include every pair in
+/// `labels`, in a Prometheus text scrape (0 when there is none).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, label_text) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let matches = series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| label_text.split(',').any(|l| l == format!("{k}=\"{v}\"")));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// The lines a topology service has logged since this mark was made: log checks look at what
+/// happened during the test, not at everything the service ever logged.
+pub struct LogMark {
+    path: std::path::PathBuf,
+    from: u64,
+}
+
+impl LogMark {
+    pub fn new(service: &str) -> Self {
+        let path = std::path::Path::new(&env("SCALEOUT_STACK_STATE"))
+            .join("logs")
+            .join(format!("{service}.log"));
+        let from = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Self { path, from }
+    }
+
+    pub fn since(&self) -> String {
+        let bytes = std::fs::read(&self.path).unwrap_or_default();
+        let from = usize::try_from(self.from)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
+    }
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, or panics naming `what` at the deadline.
@@ -553,7 +615,31 @@ pub fn canary(fail_attempts: u32, hold_ms: u64, max_attempts: u32) -> scaleout::
         fail_attempts,
         hold_ms,
         max_attempts,
+        backoff_ms: None,
     })
+}
+
+/// A canary whose first retry waits `backoff` (instead of the worker's configured base).
+pub fn canary_backing_off(
+    fail_attempts: u32,
+    max_attempts: u32,
+    backoff: Duration,
+) -> scaleout::jobs::Job {
+    scaleout::jobs::Job::Canary(scaleout::jobs::canary::Canary {
+        fail_attempts,
+        hold_ms: 0,
+        max_attempts,
+        backoff_ms: Some(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX)),
+    })
+}
+
+/// When each attempt of canary job `id` started, in attempt order.
+pub async fn canary_attempt_starts(db: &sqlx::PgPool, id: &str) -> Vec<time::OffsetDateTime> {
+    sqlx::query_scalar("select started_at from canary_attempts where job_id = $1 order by attempt")
+        .bind(id)
+        .fetch_all(db)
+        .await
+        .expect("reads canary_attempts")
 }
 
 /// apalis' row for job `id`: (status, attempts, lock_by).

@@ -8,8 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Api, TestUser, canary, canary_runs, enqueue, eventually, my_id, no_redirect_client, signed_up,
-    spawn_app, storage,
+    Api, TestUser, canary, canary_attempt_starts, canary_backing_off, canary_runs, enqueue, env,
+    eventually, my_id, no_redirect_client, signed_up, spawn_app, storage,
 };
 
 async fn json_of(response: reqwest::Response) -> Value {
@@ -41,33 +41,83 @@ async fn a_rolled_back_transaction_leaves_no_job_and_a_committed_one_always_has_
 }
 
 #[tokio::test]
-async fn a_job_that_fails_twice_succeeds_on_the_third_attempt_after_backoff() {
+async fn a_job_that_fails_twice_succeeds_on_the_third_attempt_after_a_doubling_backoff() {
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let owner = my_id(&api).await;
-    let id = enqueue(app.state.db.write(), vec![canary(2, 0, 5)], Some(owner))
+    let db = app.state.db.write();
+    let base = Duration::from_millis(env("JOBS_BACKOFF_BASE_MS").parse().expect("milliseconds"));
+    let id = enqueue(db, vec![canary(2, 0, 5)], Some(owner))
         .await
         .remove(0);
 
-    // Between attempts the job is queued again, with the error and its next attempt's time
-    // (two such windows: after the first failure and after the second).
-    let retrying = poll_job(&api, &id, |v| {
-        v["status"] == "queued" && v["attempts"].as_i64().is_some_and(|n| (1..=2).contains(&n))
-    })
-    .await;
+    let done = poll_job(&api, &id, |v| v["status"] == "succeeded").await;
+    assert_eq!(done["attempts"], 3, "{done}");
+    assert_eq!(done["last_error"], Value::Null);
+    assert_eq!(done["kind"], "canary");
+    assert_eq!(canary_runs(db, &id).await, 1);
+
+    // The gaps between attempt starts are at least the backoff, which doubles. Only lower
+    // bounds: how soon a due job is picked up depends on the machine's load.
+    let starts = canary_attempt_starts(db, &id).await;
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    let (first, second) = (starts[1] - starts[0], starts[2] - starts[1]);
+    assert!(
+        first >= base,
+        "the first retry came {first} after the first attempt, before the base delay {base:?}"
+    );
+    assert!(
+        second >= base * 2,
+        "the second retry came {second} after the second attempt, before twice the base delay"
+    );
+}
+
+#[tokio::test]
+async fn between_attempts_a_job_is_queued_with_its_error_and_the_time_of_its_next_attempt() {
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let owner = my_id(&api).await;
+    let db = app.state.db.write();
+    // A first retry an hour away: the job stays queued for as long as the test looks.
+    let id = enqueue(
+        db,
+        vec![canary_backing_off(1, 3, Duration::from_secs(3600))],
+        Some(owner),
+    )
+    .await
+    .remove(0);
+
+    let retrying = poll_job(&api, &id, |v| v["status"] == "queued" && v["attempts"] == 1).await;
     assert!(
         retrying["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("meant to fail")),
         "{retrying}"
     );
-    assert!(retrying["next_attempt_at"].is_string(), "{retrying}");
+    let next = time::OffsetDateTime::parse(
+        retrying["next_attempt_at"]
+            .as_str()
+            .expect("a next attempt time"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    let wait = next - time::OffsetDateTime::now_utc();
+    assert!(
+        wait > time::Duration::minutes(50),
+        "the next attempt is the backoff away: {retrying}"
+    );
+    assert_eq!(canary_runs(db, &id).await, 0, "no effect yet");
 
+    // Due now: the worker picks it up again and the second attempt succeeds.
+    sqlx::query("update apalis.jobs set run_at = now() where id = $1")
+        .bind(&id)
+        .execute(db)
+        .await
+        .expect("moves the retry forward");
     let done = poll_job(&api, &id, |v| v["status"] == "succeeded").await;
-    assert_eq!(done["attempts"], 3, "{done}");
-    assert_eq!(done["last_error"], Value::Null);
-    assert_eq!(done["kind"], "canary");
-    assert_eq!(canary_runs(app.state.db.write(), &id).await, 1);
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["next_attempt_at"], Value::Null);
+    assert_eq!(canary_runs(db, &id).await, 1);
 }
 
 #[tokio::test]
@@ -159,6 +209,22 @@ async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and
     let api = signed_up(&app.url(""), &user).await;
     let id = my_id(&api).await;
     let db = app.state.db.write();
+    // The welcome email has been sent and recorded: the deletion has a sent_emails row to
+    // remove, so the check below can fail.
+    eventually(
+        "the welcome email is recorded",
+        Duration::from_secs(30),
+        || async {
+            let rows: i64 =
+                sqlx::query_scalar("select count(*) from sent_emails where user_id = $1")
+                    .bind(id)
+                    .fetch_one(db)
+                    .await
+                    .expect("counts");
+            (rows == 1).then_some(())
+        },
+    )
+    .await;
     let upload = api
         .upload(b"to be deleted\n".to_vec(), "a.txt", "text/plain")
         .await;

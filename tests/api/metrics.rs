@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{client, edge_url, env, eventually, scrape, spawn_app};
+use crate::helpers::{client, env, eventually, scrape, spawn_app};
 
 /// The `route` label values of `http_requests_total` in a scrape, with their summed counts.
 fn routes(metrics: &str) -> std::collections::BTreeMap<String, f64> {
@@ -43,15 +43,22 @@ async fn a_404_flood_of_random_paths_creates_no_new_label_values() {
         .cloned()
         .collect();
 
+    let metrics_url = format!("http://{}/metrics", app.internal_addr);
+    // The recorder is process-wide (every in-process app of this binary shares it): compare
+    // before and after rather than trusting that a series exists.
+    let before = routes(&scrape(&metrics_url).await);
+
     for _ in 0..40 {
         let path = format!("/flood/{}", uuid::Uuid::new_v4());
         assert_eq!(app.get(&path).await.status(), StatusCode::NOT_FOUND);
     }
-    let scraped = routes(&scrape(&format!("http://{}/metrics", app.internal_addr)).await);
+    let scraped = routes(&scrape(&metrics_url).await);
 
+    let counted = scraped.get("unmatched").copied().unwrap_or(0.0)
+        - before.get("unmatched").copied().unwrap_or(0.0);
     assert!(
-        scraped.get("unmatched").is_some_and(|n| *n >= 40.0),
-        "{scraped:?}"
+        counted >= 40.0,
+        "40 requests counted as {counted}: {scraped:?}"
     );
     for route in scraped.keys() {
         assert!(
@@ -64,104 +71,145 @@ async fn a_404_flood_of_random_paths_creates_no_new_label_values() {
 #[tokio::test]
 async fn every_instance_counts_requests_by_route_template() {
     let client = client();
-    for _ in 0..30 {
-        let url = format!("{}/api/v1/users/{}", edge_url(), uuid::Uuid::new_v4());
-        assert_eq!(
-            client.get(url).send().await.expect("nginx").status(),
-            StatusCode::NOT_FOUND
-        );
-    }
-
-    // /ready pings Redis, so every instance has measured at least one Redis command.
-    for instance in crate::helpers::instance_urls() {
-        client
-            .get(format!("{instance}/ready"))
-            .send()
-            .await
-            .expect("ready");
-    }
-    let instances: Vec<String> = env("SCALEOUT_METRICS")
+    let instances = crate::helpers::instance_urls();
+    let metrics: Vec<String> = env("SCALEOUT_METRICS")
         .split_whitespace()
         .take(3)
         .map(str::to_owned)
         .collect();
-    for url in &instances {
-        let text = scrape(url).await;
-        let scraped = routes(&text);
+    assert_eq!(instances.len(), 3, "three instances: {instances:?}");
+    assert_eq!(metrics.len(), 3, "three metrics listeners: {metrics:?}");
+    let mut before = Vec::new();
+    for url in &metrics {
+        before.push(scrape(url).await);
+    }
+
+    // Ten reads of a templated route on each instance, straight to it: each one reads through
+    // a routed pool. `/ready` pings Redis, so each instance also times a Redis command.
+    for instance in &instances {
+        for _ in 0..10 {
+            let url = format!("{instance}/api/v1/users/{}", uuid::Uuid::new_v4());
+            let response = client.get(url).send().await.expect("the instance answers");
+            assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        }
+        let ready = client
+            .get(format!("{instance}/ready"))
+            .send()
+            .await
+            .expect("ready");
+        assert_eq!(ready.status(), StatusCode::OK);
+    }
+
+    let mut read = 0;
+    for (url, before) in metrics.iter().zip(&before) {
+        let after = scrape(url).await;
+        let grew = |name: &str, labels: &[(&str, &str)]| {
+            crate::helpers::metric(&after, name, labels)
+                - crate::helpers::metric(before, name, labels)
+        };
+        let route = [("route", "/api/v1/users/{id}")];
         assert!(
-            scraped.get("/api/v1/users/{id}").is_some_and(|n| *n > 0.0),
-            "{url}: {scraped:?}"
+            grew("http_requests_total", &route) >= 10.0,
+            "{url}: GET /users/{{id}} counted {}",
+            grew("http_requests_total", &route)
         );
+        assert!(
+            grew("http_request_duration_seconds_count", &route) >= 10.0,
+            "{url}: request durations"
+        );
+        assert!(
+            grew("db_query_duration_seconds_count", &[]) >= 10.0,
+            "{url}: query time by role"
+        );
+        assert!(
+            grew("db_read_routing_total", &[]) >= 10.0,
+            "{url}: read routing decisions"
+        );
+        assert!(
+            grew("redis_command_duration_seconds_count", &[]) >= 1.0,
+            "{url}: Redis command time"
+        );
+        // Gauges and error counters: present with a value, whatever it is.
         for series in [
-            "http_request_duration_seconds_bucket",
             "http_requests_in_flight",
-            "db_read_routing_total",
             "db_replica_lag_seconds",
             "db_pool_connections",
-            "redis_command_duration_seconds",
             "scaleout_build_info",
             "storage_errors_total",
         ] {
-            assert!(text.contains(series), "{url} lacks {series}");
+            assert!(
+                after.lines().any(|l| l.starts_with(series)),
+                "{url} lacks {series}"
+            );
         }
-        // Each GET /users/{id} read through a routed pool: query time by role.
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("db_query_duration_seconds_count{") && !l.ends_with(" 0")),
-            "{url} lacks db_query_duration_seconds"
-        );
+        read += 1;
     }
+    assert_eq!(read, 3, "all three instances were read");
 }
 
 #[tokio::test]
-async fn the_worker_exports_job_counts_durations_and_the_queue() {
+async fn the_worker_counts_retried_failed_and_succeeded_jobs_and_samples_the_queue() {
     let app = crate::helpers::spawn_app().await;
-    // A job the topology's worker will run, so the counters have moved.
-    let id = crate::helpers::enqueue(
-        app.state.db.write(),
-        vec![crate::helpers::canary(0, 0, 1)],
-        None,
-    )
-    .await
-    .remove(0);
-    crate::helpers::eventually("the canary ran", std::time::Duration::from_secs(30), || {
-        let id = id.clone();
-        let db = app.state.db.write().clone();
-        async move { (crate::helpers::canary_runs(&db, &id).await == 1).then_some(()) }
-    })
-    .await;
+    let db = app.state.db.write();
     let worker = env("SCALEOUT_METRICS")
         .split_whitespace()
         .nth(3)
         .expect("the worker's metrics URL")
         .to_owned();
-    let text = crate::helpers::eventually(
-        "the worker counts the canary",
-        std::time::Duration::from_secs(10),
+    let canary = [("kind", "canary")];
+    let before = scrape(&worker).await;
+
+    // One job that fails once then succeeds (one retry), one that fails its only attempt.
+    let ids = crate::helpers::enqueue(
+        db,
+        vec![
+            crate::helpers::canary(1, 0, 3),
+            crate::helpers::canary(u32::MAX, 0, 1),
+        ],
+        None,
+    )
+    .await;
+    crate::helpers::eventually("both jobs finish", Duration::from_secs(30), || async {
+        let mut statuses = Vec::new();
+        for id in &ids {
+            statuses.push(crate::helpers::job_row(db, id).await?.0);
+        }
+        (statuses == ["Done", "Failed"]).then_some(())
+    })
+    .await;
+
+    // The worker counts a job just after apalis records its outcome: poll the scrape.
+    let after = eventually(
+        "the worker counts both jobs",
+        Duration::from_secs(10),
         || {
-            let worker = worker.clone();
+            let (worker, before) = (worker.clone(), before.clone());
             async move {
-                let text = scrape(&worker).await;
-                text.lines()
-                    .any(|l| {
-                        l.starts_with(r#"jobs_succeeded_total{kind="canary"}"#)
-                            && !l.ends_with(" 0")
-                    })
-                    .then_some(text)
+                let after = scrape(&worker).await;
+                let grew = |name: &str| {
+                    crate::helpers::metric(&after, name, &canary)
+                        - crate::helpers::metric(&before, name, &canary)
+                };
+                (grew("jobs_retried_total") >= 1.0
+                    && grew("jobs_failed_total") >= 1.0
+                    && grew("jobs_succeeded_total") >= 1.0)
+                    .then_some(after)
             }
         },
     )
     .await;
+    let durations = crate::helpers::metric(&after, "job_duration_seconds_count", &canary)
+        - crate::helpers::metric(&before, "job_duration_seconds_count", &canary);
+    assert!(durations >= 3.0, "three attempts timed, got {durations}");
     for series in [
-        r#"jobs_enqueued_total{kind="delete_account"}"#,
-        r#"jobs_failed_total{kind="welcome_email"}"#,
-        r#"jobs_retried_total{kind="make_thumbnail"}"#,
-        r#"job_duration_seconds_bucket{kind="canary""#,
         "jobs_queue_depth",
         "jobs_oldest_waiting_age_seconds",
         "scaleout_build_info",
     ] {
-        assert!(text.contains(series), "the worker lacks {series}");
+        assert!(
+            after.lines().any(|l| l.starts_with(series)),
+            "the worker lacks {series}"
+        );
     }
 }
 

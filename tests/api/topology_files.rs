@@ -28,6 +28,16 @@ async fn with_object_storage_stopped_uploads_fail_fast_and_profiles_still_work()
 
     eprintln!("upload with object storage stopped: {upload_status} in {elapsed:?}");
     assert_eq!(upload_status, StatusCode::SERVICE_UNAVAILABLE);
+    // The instances' storage settings (the same variables as this process): the SDK gives up
+    // on an operation after twice the per-attempt timeout, whatever its retries. The margin is
+    // for a loaded two-core machine; a hang (no timeout at all) would blow far past it.
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let storage = scaleout::config::StorageConfig::from_source(&vars).expect("storage config");
+    let bound = storage.timeout * 2 + Duration::from_secs(5);
+    assert!(
+        elapsed <= bound,
+        "the upload failed after {elapsed:?}, more than the storage timeout allows ({bound:?})"
+    );
     assert_eq!(
         content_type.as_ref().and_then(|v| v.to_str().ok()),
         Some("application/problem+json")

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::helpers::{
-    Down, canary, canary_runs, enqueue, eventually, job_row, spawn_app, spawn_worker,
+    Down, LogMark, canary, canary_runs, enqueue, eventually, job_row, spawn_app, spawn_worker,
 };
 
 /// Waits until job `id` is running, and returns the worker that holds it.
@@ -40,24 +40,47 @@ async fn done(db: &sqlx::PgPool, id: &str) -> (i32, String) {
 }
 
 #[tokio::test]
-async fn a_worker_stopped_with_sigterm_finishes_its_running_job_first() {
+async fn the_topology_worker_stopped_with_sigterm_mid_job_finishes_the_job_and_exits_zero() {
     let app = spawn_app().await;
     let db = app.state.db.write();
-    let down = Down::stop("worker");
-    let worker = spawn_worker();
-
-    let id = enqueue(db, vec![canary(0, 1500, 3)], None).await.remove(0);
+    let id = enqueue(db, vec![canary(0, 3000, 3)], None).await.remove(0);
     let holder = running(db, &id).await;
-    assert!(holder.starts_with("test-worker-"), "{holder}");
-    worker.shutdown().await;
+    assert!(
+        holder.starts_with("worker1-"),
+        "the topology's worker holds the job: {holder}"
+    );
+    let supervisor = LogMark::new("supervisord");
+    let signalled_at: time::OffsetDateTime = sqlx::query_scalar("select now()")
+        .fetch_one(db)
+        .await
+        .expect("the primary's clock");
+
+    // `stack stop` sends SIGTERM and returns once the process has exited.
+    let down = Down::stop("worker");
     let (status, _, _) = job_row(db, &id).await.expect("the job is kept");
+    let applied_at: Option<time::OffsetDateTime> =
+        sqlx::query_scalar("select applied_at from canary_effects where job_id = $1")
+            .bind(&id)
+            .fetch_optional(db)
+            .await
+            .expect("reads canary_effects");
+    let log = supervisor.since();
     down.start();
 
     assert_eq!(
         status, "Done",
-        "the running job finished before the worker stopped"
+        "the running job finished before the worker exited"
     );
     assert_eq!(canary_runs(db, &id).await, 1);
+    let applied_at = applied_at.expect("the job's effect happened");
+    assert!(
+        applied_at >= signalled_at,
+        "the effect ({applied_at}) came after SIGTERM ({signalled_at}): the job was mid-way"
+    );
+    assert!(
+        log.contains("stopped: worker (exit status 0)"),
+        "the worker exited 0 on its own: {log}"
+    );
 }
 
 #[tokio::test]

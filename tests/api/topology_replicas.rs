@@ -8,8 +8,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use scaleout::db::Caller;
+
 use crate::helpers::{
-    Api, TestUser, client, edge_url, env, eventually, instance_urls, scrape, signed_up, stack,
+    Api, Down, TestUser, client, edge_url, env, eventually, instance_urls, metric, scrape,
+    signed_up, spawn_app, spawn_app_with,
 };
 
 async fn ops() -> PgPool {
@@ -22,6 +25,46 @@ async fn primary() -> PgPool {
     PgPool::connect(&env("DATABASE_URL"))
         .await
         .expect("the primary answers")
+}
+
+/// Replay paused on the replica until this is dropped: resumed even when an assertion fails,
+/// so one failing test does not leave every later reader on a stale replica.
+struct ReplayPaused;
+
+impl ReplayPaused {
+    async fn start() -> Self {
+        set_replay(true).await;
+        Self
+    }
+
+    /// Resumes replay now.
+    fn resume(self) {}
+}
+
+impl Drop for ReplayPaused {
+    fn drop(&mut self) {
+        // Drop cannot await: resume from a thread with a runtime of its own.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(set_replay(false));
+        })
+        .join()
+        .expect("replay resumes");
+    }
+}
+
+/// Whether a read routed by `db` for `caller` ran on a standby.
+async fn read_on_standby(db: &scaleout::db::Db, caller: scaleout::db::Caller) -> bool {
+    db.read(&caller, |pool| async move {
+        sqlx::query_scalar::<_, bool>("select pg_is_in_recovery()")
+            .fetch_one(&pool)
+            .await
+    })
+    .await
+    .expect("the read succeeds")
 }
 
 async fn set_replay(paused: bool) {
@@ -108,7 +151,7 @@ async fn a_writer_reads_their_own_write_on_every_instance_while_replay_is_paused
     let id = id_of(&writer).await;
     until_profile_reads(&Api::new(&b), &id, &user.name).await;
 
-    set_replay(true).await;
+    let paused = ReplayPaused::start().await;
     rename(&writer, "Renamed While Paused").await;
     let mut names = Vec::new();
     for i in 0..50 {
@@ -117,7 +160,7 @@ async fn a_writer_reads_their_own_write_on_every_instance_while_replay_is_paused
         names.push(me["name"].as_str().unwrap_or_default().to_owned());
     }
     let on_replica = name_on_replica(&id).await;
-    set_replay(false).await;
+    paused.resume();
 
     assert!(
         names.iter().all(|n| n == "Renamed While Paused"),
@@ -140,10 +183,10 @@ async fn others_read_the_replica_and_see_the_write_once_replay_resumes() {
     let reader = signed_up(&b, &TestUser::new()).await.via(&c);
     until_profile_reads(&reader, &x_id, &x.name).await;
 
-    set_replay(true).await;
+    let paused = ReplayPaused::start().await;
     rename(&writer, "New Name").await;
     let seen_while_paused = profile_name(&reader, &x_id).await;
-    set_replay(false).await;
+    paused.resume();
 
     assert_eq!(
         seen_while_paused.as_deref(),
@@ -162,7 +205,7 @@ async fn a_stopped_replica_fails_no_read_and_reads_return_once_it_is_back() {
     let id = id_of(&api).await;
     until_profile_reads(&Api::new(&instances[1]), &id, &user.name).await;
 
-    stack(&["stop", "replica"]);
+    let down = Down::stop("replica");
     let mut statuses = Vec::new();
     for base in &instances {
         statuses.push(api.via(base).me().await.status());
@@ -201,7 +244,7 @@ async fn a_stopped_replica_fails_no_read_and_reads_return_once_it_is_back() {
                 .to_owned(),
         );
     }
-    stack(&["start", "replica"]);
+    down.start();
 
     assert!(
         statuses.iter().all(|s| *s == StatusCode::OK),
@@ -242,7 +285,7 @@ async fn past_the_byte_lag_threshold_everyone_reads_the_primary() {
     let reader = signed_up(&b, &TestUser::new()).await;
     until_profile_reads(&reader, &x_id, &x.name).await;
 
-    set_replay(true).await;
+    let paused = ReplayPaused::start().await;
     rename(&writer, "Renamed Before The Flood").await;
     let before_flood = profile_name(&reader, &x_id).await;
     let unhealthy_before = routed(1, "primary", "unhealthy").await;
@@ -282,7 +325,7 @@ async fn past_the_byte_lag_threshold_everyone_reads_the_primary() {
     )
     .await;
     let unhealthy_reads = routed(1, "primary", "unhealthy").await;
-    set_replay(false).await;
+    paused.resume();
     sqlx::query("delete from users where email like 'filler-%'")
         .execute(&primary)
         .await
@@ -296,5 +339,143 @@ async fn past_the_byte_lag_threshold_everyone_reads_the_primary() {
     assert!(
         unhealthy_reads > unhealthy_before,
         "counted as reads for an unhealthy replica"
+    );
+}
+
+#[tokio::test]
+async fn past_the_time_lag_threshold_reads_move_to_the_primary_and_come_back() {
+    set_replay(false).await;
+    // A second of time lag is too much; bytes are not the reason here (a gigabyte allowed).
+    let app = spawn_app_with(&[
+        ("REPLICA_MAX_LAG_MS", "1000"),
+        ("REPLICA_MAX_LAG_BYTES", "1073741824"),
+        ("REPLICA_PROBE_INTERVAL_MS", "100"),
+    ])
+    .await;
+    let db = &app.state.db;
+    eventually(
+        "the replica serves reads",
+        Duration::from_secs(15),
+        || async { read_on_standby(db, Caller::Anonymous).await.then_some(()) },
+    )
+    .await;
+
+    let paused = ReplayPaused::start().await;
+    // A small write the replica cannot replay: a few hundred bytes of WAL, then time passes.
+    let marker = format!("lag-{}", uuid::Uuid::new_v4());
+    sqlx::query("insert into canary_effects (job_id) values ($1)")
+        .bind(&marker)
+        .execute(db.write())
+        .await
+        .expect("writes");
+    eventually(
+        "reads move to the primary",
+        Duration::from_secs(15),
+        || async { (!read_on_standby(db, Caller::Anonymous).await).then_some(()) },
+    )
+    .await;
+    let lag_bytes: i64 = sqlx::query_scalar("select (pg_current_wal_lsn() - $1::pg_lsn)::bigint")
+        .bind(replayed_on_replica().await)
+        .fetch_one(db.write())
+        .await
+        .expect("the byte lag");
+    paused.resume();
+
+    assert!(
+        lag_bytes < 1_073_741_824,
+        "the byte lag ({lag_bytes}) is under its threshold: time alone moved the reads"
+    );
+    eventually(
+        "reads return to the replica",
+        Duration::from_secs(15),
+        || async { read_on_standby(db, Caller::Anonymous).await.then_some(()) },
+    )
+    .await;
+    sqlx::query("delete from canary_effects where job_id = $1")
+        .bind(&marker)
+        .execute(db.write())
+        .await
+        .expect("cleans up");
+}
+
+/// The replica's replay position, read from the replica itself.
+async fn replayed_on_replica() -> String {
+    sqlx::query_scalar("select pg_last_wal_replay_lsn()::text")
+        .fetch_one(&ops().await)
+        .await
+        .expect("the replay position")
+}
+
+#[tokio::test]
+async fn a_replica_lost_between_probes_fails_the_read_over_to_the_primary() {
+    set_replay(false).await;
+    // One probe at start, none after: the instance believes the replica healthy when it goes.
+    let app = spawn_app_with(&[("REPLICA_PROBE_INTERVAL_MS", "3600000")]).await;
+    let db = &app.state.db;
+    let metrics = format!("http://{}/metrics", app.internal_addr);
+    eventually(
+        "the replica serves reads",
+        Duration::from_secs(15),
+        || async { read_on_standby(db, Caller::Anonymous).await.then_some(()) },
+    )
+    .await;
+    let failover = [("target", "primary"), ("reason", "failover")];
+    let unhealthy = [("target", "primary"), ("reason", "unhealthy")];
+    let before = scrape(&metrics).await;
+
+    let down = Down::stop("replica");
+    let first = read_on_standby(db, Caller::Anonymous).await;
+    let second = read_on_standby(db, Caller::Anonymous).await;
+    let after = scrape(&metrics).await;
+    down.start();
+
+    assert!(
+        !first,
+        "the read that found the replica gone ran on the primary"
+    );
+    assert!(!second, "and so does the next one");
+    let grew = |labels: &[(&str, &str)]| {
+        metric(&after, "db_read_routing_total", labels)
+            - metric(&before, "db_read_routing_total", labels)
+    };
+    assert!(grew(&failover) >= 1.0, "counted as a failover");
+    assert!(
+        grew(&unhealthy) >= 1.0,
+        "the replica is marked down at once, without waiting for a probe"
+    );
+}
+
+#[tokio::test]
+async fn a_job_reads_what_its_request_wrote_while_the_replica_lags() {
+    set_replay(false).await;
+    let app = spawn_app().await;
+    let db = app.state.db.write();
+
+    let paused = ReplayPaused::start().await;
+    let user = TestUser::new();
+    let api = signed_up(&app.url(""), &user).await;
+    let id = id_of(&api).await;
+    // The welcome email job reads the new account at the position its signup recorded: on
+    // the primary, since the replica has not replayed it. Its email is recorded once sent.
+    eventually(
+        "the welcome email is sent",
+        Duration::from_secs(30),
+        || async {
+            let sent: i64 =
+                sqlx::query_scalar("select count(*) from sent_emails where user_id = $1::uuid")
+                    .bind(&id)
+                    .fetch_one(db)
+                    .await
+                    .expect("counts");
+            (sent == 1).then_some(())
+        },
+    )
+    .await;
+    let on_replica = name_on_replica(&id).await;
+    paused.resume();
+
+    assert_eq!(
+        on_replica, None,
+        "the replica really lagged behind the signup"
     );
 }

@@ -1,0 +1,146 @@
+//! Sessions as the README describes them: the cookie's flags, expiry after inactivity, every
+//! session of an account ended with it, and browser requests from the site's own origin
+//! accepted through nginx.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Api, TestUser, edge_url, signed_up, spawn_app, spawn_app_with};
+
+/// The whole `Set-Cookie` header of the session cookie.
+fn session_set_cookie(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("scaleout_session="))
+        .expect("a session cookie is set")
+        .to_owned()
+}
+
+fn attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_same_site_lax_and_secure_when_configured() {
+    let secure = spawn_app_with(&[("SESSION_COOKIE_SECURE", "true")]).await;
+    let plain = spawn_app_with(&[("SESSION_COOKIE_SECURE", "false")]).await;
+
+    let mut api = Api::new(secure.url(""));
+    let on_https = api.signup(&TestUser::new()).await;
+    let mut api = Api::new(plain.url(""));
+    let on_http = api.signup(&TestUser::new()).await;
+
+    let on_https = attributes(&session_set_cookie(&on_https));
+    let on_http = attributes(&session_set_cookie(&on_http));
+    for flags in [&on_https, &on_http] {
+        assert!(flags.contains(&"httponly".to_owned()), "{flags:?}");
+        assert!(flags.contains(&"samesite=lax".to_owned()), "{flags:?}");
+        assert!(flags.contains(&"path=/".to_owned()), "{flags:?}");
+        // Expiry on inactivity: the cookie carries its own end, renewed with the session.
+        assert!(
+            flags
+                .iter()
+                .any(|a| a.starts_with("expires=") || a.starts_with("max-age=")),
+            "{flags:?}"
+        );
+    }
+    assert!(on_https.contains(&"secure".to_owned()), "{on_https:?}");
+    assert!(!on_http.contains(&"secure".to_owned()), "{on_http:?}");
+}
+
+#[tokio::test]
+async fn a_session_used_within_its_inactivity_period_lives_on_and_an_idle_one_expires() {
+    let app = spawn_app_with(&[("SESSION_INACTIVITY_SECS", "4")]).await;
+    let active = signed_up(&app.url(""), &TestUser::new()).await;
+    let idle = signed_up(&app.url(""), &TestUser::new()).await;
+
+    // Waiting for the clock is the point here. Used every half second for 6 s (the allowance
+    // is 4 s, so a use must renew it), while the other session sits idle; then 6 s idle.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        statuses.push(active.me().await.status());
+    }
+    let idle_status = idle.me().await.status();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after_idling = active.me().await.status();
+
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "each use renews the session: {statuses:?}"
+    );
+    assert_eq!(
+        idle_status,
+        StatusCode::UNAUTHORIZED,
+        "a session idle for 6 s of a 4 s allowance has expired"
+    );
+    assert_eq!(after_idling, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn deleting_the_account_ends_its_sessions_on_every_client() {
+    let app = spawn_app().await;
+    let user = TestUser::new();
+    let laptop = signed_up(&app.url(""), &user).await;
+    let mut phone = Api::new(app.url(""));
+    assert_eq!(phone.login(&user).await.status(), StatusCode::OK);
+    assert_eq!(phone.me().await.status(), StatusCode::OK);
+
+    let deleted = laptop
+        .send(
+            laptop
+                .request(Method::DELETE, "/me")
+                .json(&json!({"password": user.password})),
+        )
+        .await;
+
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    assert_eq!(laptop.me().await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        phone.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the other client's session ended too"
+    );
+}
+
+#[tokio::test]
+async fn a_browser_request_from_the_sites_own_origin_changes_state_through_nginx() {
+    let api = signed_up(&edge_url(), &TestUser::new()).await;
+    // The origin a browser sends for a page served by this deployment over plain HTTP.
+    let origin = edge_url();
+
+    let same_origin = api
+        .send(
+            api.request(Method::PATCH, "/me")
+                .header("origin", &origin)
+                .header("sec-fetch-site", "same-origin")
+                .json(&json!({"name": "Renamed From The Page"})),
+        )
+        .await;
+    let foreign = api
+        .send(
+            api.request(Method::PATCH, "/me")
+                .header("origin", "http://evil.example")
+                .json(&json!({"name": "Pwned"})),
+        )
+        .await;
+
+    assert_eq!(same_origin.status(), StatusCode::OK);
+    let me: Value = same_origin.json().await.expect("JSON");
+    assert_eq!(me["name"], "Renamed From The Page");
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    let me: Value = api.me().await.json().await.expect("JSON");
+    assert_eq!(
+        me["name"], "Renamed From The Page",
+        "the refused request changed nothing"
+    );
+}
