@@ -28,12 +28,12 @@ pub struct Canary {
 impl Canary {
     pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
         // Each attempt's start, once: the gaps between attempts show the backoff.
-        sqlx::query(
+        sqlx::query!(
             "insert into canary_attempts (job_id, attempt) values ($1, $2)
              on conflict (job_id, attempt) do nothing",
+            ctx.job_id,
+            i32::try_from(ctx.attempt).unwrap_or(i32::MAX)
         )
-        .bind(ctx.job_id)
-        .bind(i32::try_from(ctx.attempt).unwrap_or(i32::MAX))
         .execute(ctx.state.db.write())
         .await?;
         tokio::time::sleep(Duration::from_millis(self.hold_ms)).await;
