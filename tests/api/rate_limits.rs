@@ -55,7 +55,7 @@ async fn exhaust_address_limit(api: &Api, claimed: &str, max: u64) -> u64 {
 
 #[tokio::test]
 async fn failed_logins_from_one_address_are_limited_whatever_the_account() {
-    let max = u64::from(auth_config().login_max_failures_per_address);
+    let max = auth_config().login_max_failures_per_address;
     let attacker = from_address(loopback_address());
     let bystander = from_address(loopback_address());
 
@@ -75,7 +75,7 @@ async fn failed_logins_from_one_address_are_limited_whatever_the_account() {
 
 #[tokio::test]
 async fn a_forged_x_real_ip_through_nginx_neither_escapes_nor_frames_an_address() {
-    let max = u64::from(auth_config().login_max_failures_per_address);
+    let max = auth_config().login_max_failures_per_address;
     let attacker_address = loopback_address();
     let victim_address = loopback_address();
     let attacker = from_address(attacker_address);
