@@ -120,11 +120,9 @@ async fn an_upload_in_flight_when_shutdown_is_signalled_finishes_and_the_server_
 
     app.signal_shutdown();
     // The drain ends and the listener closes while the upload is still half sent.
-    eventually(
-        "the listener closes",
-        Duration::from_secs(30),
-        || listener_closed(app.addr),
-    )
+    eventually("the listener closes", Duration::from_secs(30), || {
+        listener_closed(app.addr)
+    })
     .await;
     stream.write_all(rest).await.expect("writes the rest");
     stream.flush().await.expect("flushes");

@@ -8,8 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Api, TestUser, enqueue, env, eventually, my_id, signed_up, spawn_app, storage,
-    users_with_email,
+    Api, TestUser, enqueue, env, eventually, my_id, signed_up, spawn_app, storage, users_with_email,
 };
 
 /// The messages the SMTP sink has stored for `address` (its Maildir's `new/`).
@@ -87,7 +86,7 @@ async fn a_signup_sends_exactly_one_welcome_email_and_records_it_once() {
     assert_eq!(sent_emails(db, id).await, vec![(job, user.email.clone())]);
 }
 
-async fn count(db: &sqlx::PgPool, query: &str, user: Uuid) -> i64 {
+async fn count(db: &sqlx::PgPool, query: &'static str, user: Uuid) -> i64 {
     sqlx::query_scalar(query)
         .bind(user)
         .fetch_one(db)
@@ -136,7 +135,11 @@ async fn deleting_an_account_twice_has_the_effect_of_deleting_it_once() {
         0
     );
     assert_eq!(users_with_email(&app.state, &user.email).await, 1);
-    assert_eq!(reborn.me().await.status(), StatusCode::OK, "its session lives");
+    assert_eq!(
+        reborn.me().await.status(),
+        StatusCode::OK,
+        "its session lives"
+    );
     assert_eq!(
         count(db, "select count(*) from files where owner_id = $1", kept).await,
         1

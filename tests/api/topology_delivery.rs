@@ -9,7 +9,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::helpers::{Api, Down, TestUser, client, eventually, my_id, signed_up, spawn_app, storage};
+use crate::helpers::{
+    Api, Down, TestUser, client, eventually, my_id, signed_up, spawn_app, storage,
+};
 use crate::job_effects::{messages_to, sent_emails, welcome_job};
 
 /// A `scaleout worker` in the test process, configured like the topology's except for
@@ -22,7 +24,10 @@ struct Worker {
 impl Worker {
     fn spawn(overrides: &[(&str, &str)]) -> Self {
         let mut vars: HashMap<String, String> = std::env::vars().collect();
-        let id = format!("test-worker-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let id = format!(
+            "test-worker-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         vars.insert("SCALEOUT_INSTANCE_ID".into(), id);
         vars.insert("SCALEOUT_METRICS_ADDR".into(), "127.0.0.1:0".into());
         for (k, v) in overrides {
@@ -51,7 +56,9 @@ impl Worker {
 async fn poll_job(api: &Api, id: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let wanted = &wanted;
     eventually(what, Duration::from_secs(60), || async move {
-        let response = api.send(api.request(Method::GET, &format!("/jobs/{id}"))).await;
+        let response = api
+            .send(api.request(Method::GET, &format!("/jobs/{id}")))
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         let view: Value = response.json().await.expect("a JSON body");
         wanted(&view).then_some(view)
@@ -93,13 +100,23 @@ async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_i
         "a retried job says why: {retrying}"
     );
     assert!(retrying["next_attempt_at"].is_string(), "{retrying}");
-    assert_eq!(undelivered, 0, "nothing was delivered while the sink was down");
+    assert_eq!(
+        undelivered, 0,
+        "nothing was delivered while the sink was down"
+    );
     assert!(
         delivered["attempts"].as_i64() > retrying["attempts"].as_i64(),
         "{delivered}"
     );
-    assert_eq!(messages_to(&user.email).len(), 1, "one message once it is back");
-    assert_eq!(sent_emails(db, owner).await, vec![(job, user.email.clone())]);
+    assert_eq!(
+        messages_to(&user.email).len(),
+        1,
+        "one message once it is back"
+    );
+    assert_eq!(
+        sent_emails(db, owner).await,
+        vec![(job, user.email.clone())]
+    );
 }
 
 /// PUTs `body` to a presigned upload target with the headers it names.

@@ -51,7 +51,11 @@ async fn with_the_primary_stopped_ready_is_503_naming_it_health_stays_200_and_re
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "unavailable", "{body}");
     assert_eq!(body["down"], json!(["primary"]), "{body}");
-    assert_eq!(health, StatusCode::OK, "liveness does not depend on the primary");
+    assert_eq!(
+        health,
+        StatusCode::OK,
+        "liveness does not depend on the primary"
+    );
     wait_until_ready(&instance, "ready again once the primary is back").await;
 }
 
@@ -76,6 +80,10 @@ async fn with_object_storage_stopped_ready_is_200_degraded_naming_storage() {
     assert_eq!(status, StatusCode::OK, "still in rotation: {body}");
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["down"], json!(["storage"]), "{body}");
-    assert_eq!(health, StatusCode::OK, "liveness does not depend on storage");
+    assert_eq!(
+        health,
+        StatusCode::OK,
+        "liveness does not depend on storage"
+    );
     wait_until_ready(&instance, "ready again once storage is back").await;
 }

@@ -57,10 +57,7 @@ fn receiver() -> &'static Received {
                     post(move |body: axum::body::Bytes| {
                         let store = store.clone();
                         async move {
-                            store
-                                .lock()
-                                .expect("not poisoned")
-                                .extend(parse(&body));
+                            store.lock().expect("not poisoned").extend(parse(&body));
                             "{}"
                         }
                     }),
@@ -144,7 +141,8 @@ fn field<'a>(line: &'a Value, name: &str) -> Option<&'a str> {
 
 fn random_hex(len: usize) -> String {
     let hex = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
-    // A v4 UUID has fixed version bits, never all zeros: a valid W3C id at either length.
+    // The tail of a v4 UUID holds its fixed variant bits, so it is never all zeros (which W3C
+    // forbids), at either length.
     hex[32 - len..].to_owned()
 }
 
@@ -166,12 +164,7 @@ async fn a_traceparent_sent_through_nginx_continues_in_the_instances_spans_and_l
         .expect("nginx answers");
 
     assert_eq!(response.status(), StatusCode::OK);
-    let header = |name: &str| {
-        response.headers()[name]
-            .to_str()
-            .expect("ASCII")
-            .to_owned()
-    };
+    let header = |name: &str| response.headers()[name].to_str().expect("ASCII").to_owned();
     let (instance, request_id) = (header("x-instance-id"), header("x-request-id"));
     // Spans leave in batches (every few seconds by default): bound generously.
     let request = eventually(
