@@ -45,17 +45,18 @@ async fn a_download_url_answers_at_first_and_is_refused_once_it_expires() {
     assert_eq!(fresh.status(), StatusCode::OK);
     assert_eq!(fresh.bytes().await.expect("the body").to_vec(), bytes);
 
-    let refused = eventually("the URL expires", Duration::from_secs(60), || async {
-        let status = client()
-            .get(&url)
-            .send()
-            .await
-            .expect("storage answers")
-            .status();
-        (status != StatusCode::OK).then_some(status)
+    let (status, reason) = eventually("the URL expires", Duration::from_secs(60), || async {
+        let response = client().get(&url).send().await.expect("storage answers");
+        let status = response.status();
+        (status != StatusCode::OK).then_some((status, response.text().await.unwrap_or_default()))
     })
     .await;
-    assert_eq!(refused, StatusCode::FORBIDDEN);
+    // S3 answers 403 "Request has expired"; Garage 400 "Date is too old". Either names time.
+    assert!(status.is_client_error(), "{status}: {reason}");
+    assert!(
+        reason.contains("expired") || reason.contains("too old"),
+        "refused for its age: {reason}"
+    );
     // The object is still there: only the URL expired, and a new redirect serves it again.
     let again = client()
         .get(content_url(&api, &id).await)
