@@ -7,8 +7,11 @@
 mod helpers;
 
 mod accounts;
+mod drain;
+mod file_lifecycle;
 mod files;
 mod health;
+mod job_effects;
 mod jobs;
 mod metrics;
 mod openapi;
@@ -17,7 +20,10 @@ mod read_routing;
 mod replication;
 mod sessions;
 mod topology;
+mod topology_delivery;
 mod topology_files;
+mod topology_health;
 mod topology_jobs;
 mod topology_replicas;
+mod topology_traces;
 pub mod traces;

@@ -1,0 +1,235 @@
+//! Jobs against stopped services and a swapped worker: the welcome email waits out an SMTP
+//! outage, and the purge sweeps stale staging objects. Each stops the topology's worker and
+//! runs one in the test process with settings of its own, so these run alone.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::helpers::{
+    Api, Down, TestUser, client, eventually, my_id, signed_up, spawn_app, storage,
+};
+use crate::job_effects::{messages_to, sent_emails, welcome_job};
+
+/// A `scaleout worker` in the test process, configured like the topology's except for
+/// `overrides`.
+struct Worker {
+    stop: oneshot::Sender<()>,
+    stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    fn spawn(overrides: &[(&str, &str)]) -> Self {
+        let mut vars: HashMap<String, String> = std::env::vars().collect();
+        let id = format!(
+            "test-worker-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        vars.insert("SCALEOUT_INSTANCE_ID".into(), id);
+        vars.insert("SCALEOUT_METRICS_ADDR".into(), "127.0.0.1:0".into());
+        for (k, v) in overrides {
+            vars.insert((*k).into(), (*v).into());
+        }
+        let config =
+            scaleout::config::WorkerConfig::from_source(&vars).expect("a valid worker config");
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let stopped = tokio::spawn(scaleout::worker::run_until(config, async move {
+            let _ = stop_rx.await;
+        }));
+        Self { stop, stopped }
+    }
+
+    /// Stops taking jobs and waits for the running ones, as SIGTERM would.
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        self.stopped
+            .await
+            .expect("the worker task does not panic")
+            .expect("the worker stops cleanly");
+    }
+}
+
+/// Polls `GET /jobs/{id}` until `wanted` holds, and returns that view.
+async fn poll_job(api: &Api, id: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let wanted = &wanted;
+    eventually(what, Duration::from_secs(60), || async move {
+        let response = api
+            .send(api.request(Method::GET, &format!("/jobs/{id}")))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let view: Value = response.json().await.expect("a JSON body");
+        wanted(&view).then_some(view)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_it_is_back() {
+    let app = spawn_app().await;
+    let db = app.state.db.write();
+    // Five attempts at the suite's 300 ms backoff are spent in under five seconds; from 2 s
+    // they span 30 s, ample time to see the retries and bring the sink back before the last.
+    let topology_worker = Down::stop("worker");
+    let worker = Worker::spawn(&[("JOBS_BACKOFF_BASE_MS", "2000")]);
+    let smtp = Down::stop("smtp");
+    let user = TestUser::new();
+
+    let api = signed_up(&app.url(""), &user).await;
+    let owner = my_id(&api).await;
+    let job = welcome_job(db, owner).await;
+    let retrying = poll_job(&api, &job, "the email is being retried", |v| {
+        v["status"] == "queued" && v["attempts"].as_i64().is_some_and(|n| n >= 2)
+    })
+    .await;
+    let undelivered = messages_to(&user.email).len();
+    smtp.start();
+    let delivered = poll_job(&api, &job, "the email is delivered", |v| {
+        v["status"] == "succeeded"
+    })
+    .await;
+    worker.shutdown().await;
+    topology_worker.start();
+
+    assert!(
+        retrying["last_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "a retried job says why: {retrying}"
+    );
+    assert!(retrying["next_attempt_at"].is_string(), "{retrying}");
+    assert_eq!(
+        undelivered, 0,
+        "nothing was delivered while the sink was down"
+    );
+    assert!(
+        delivered["attempts"].as_i64() > retrying["attempts"].as_i64(),
+        "{delivered}"
+    );
+    assert_eq!(
+        messages_to(&user.email).len(),
+        1,
+        "one message once it is back"
+    );
+    assert_eq!(
+        sent_emails(db, owner).await,
+        vec![(job, user.email.clone())]
+    );
+}
+
+/// PUTs `body` to a presigned upload target with the headers it names.
+async fn presigned_put(target: &Value, body: &'static str) {
+    let mut put = client().put(target["url"].as_str().expect("a URL"));
+    for (name, value) in target["headers"].as_object().expect("headers") {
+        if name != "content-length" {
+            put = put.header(name, value.as_str().expect("a string"));
+        }
+    }
+    let response = put.body(body).send().await.expect("storage answers");
+    assert!(response.status().is_success(), "PUT: {}", response.status());
+}
+
+/// Starts a direct upload of `size` bytes of text; returns the file id and the upload target.
+async fn start_upload(api: &Api, size: usize) -> (uuid::Uuid, Value) {
+    let created = api
+        .send(api.request(Method::POST, "/files/uploads").json(&json!({
+            "content_type": "text/plain", "size": size
+        })))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("a JSON body");
+    let id = created["file"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("an id");
+    (id, created["upload"].clone())
+}
+
+async fn exists(key: &str) -> bool {
+    storage()
+        .head_object(key)
+        .await
+        .expect("storage answers")
+        .is_some()
+}
+
+#[tokio::test]
+async fn the_purge_sweeps_a_stale_staging_object_and_keeps_fresh_uploads_and_files() {
+    use scaleout::files::object_key;
+
+    let app = spawn_app().await;
+    let db = app.state.db.write();
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let owner = my_id(&api).await;
+    // A staging object no file needs: a completed upload's URL used a second time.
+    let (done_id, target) = start_upload(&api, 5).await;
+    presigned_put(&target, "hello").await;
+    let completed = api.post(&format!("/files/{done_id}/complete")).await;
+    assert_eq!(completed.status(), StatusCode::OK);
+    presigned_put(&target, "again").await;
+    let stale = object_key::staging(owner, done_id);
+    assert!(exists(&stale).await);
+    // Staging objects are stale past the URL lifetime plus the purge's grace. The topology's
+    // worker allows 75 minutes; this one 10 s, so a fresh object put just before the purge
+    // stays (10 s is ample for a put followed by one listing), and its sweep touches nothing
+    // of another test's, since these tests run alone.
+    let window = Duration::from_secs(10);
+    let topology_worker = Down::stop("worker");
+    let worker = Worker::spawn(&[
+        ("UPLOAD_URL_TTL_SECS", "10"),
+        ("JOBS_PURGE_GRACE_SECS", "0"),
+    ]);
+    let staging = object_key::owner_staging_prefix(owner);
+    eventually(
+        "storage dates the staging object past the window",
+        Duration::from_secs(60),
+        || async {
+            let cutoff = SystemTime::now() - window;
+            let old = storage()
+                .list_keys_older_than(&staging, cutoff, 1000)
+                .await
+                .expect("lists");
+            old.contains(&stale).then_some(())
+        },
+    )
+    .await;
+    // An upload in progress: its bytes are staged, its file pending and not yet expired.
+    let (pending_id, target) = start_upload(&api, 5).await;
+    presigned_put(&target, "fresh").await;
+    let fresh = object_key::staging(owner, pending_id);
+    let slot = 40_000_000_000 + i64::from(uuid::Uuid::new_v4().as_u128() as u16);
+
+    assert!(
+        scaleout::jobs::schedule::offer_purge(db, Duration::from_secs(17), slot)
+            .await
+            .expect("offers")
+    );
+    let key = format!("purge_uploads:17s:{slot}");
+    eventually("the purge runs", Duration::from_secs(60), || async {
+        let status: String =
+            sqlx::query_scalar("select status from apalis.jobs where idempotency_key = $1")
+                .bind(&key)
+                .fetch_one(db)
+                .await
+                .expect("the offered job");
+        (status == "Done").then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    topology_worker.start();
+
+    assert!(!exists(&stale).await, "the stale staging object is swept");
+    assert!(exists(&fresh).await, "a fresh upload's bytes stay");
+    assert!(
+        exists(&object_key::file(owner, done_id)).await,
+        "the completed file's own object stays"
+    );
+    let pending: i64 = sqlx::query_scalar("select count(*) from files where id = $1")
+        .bind(pending_id)
+        .fetch_one(db)
+        .await
+        .expect("counts");
+    assert_eq!(pending, 1, "the upload in progress keeps its file");
+}
