@@ -4,8 +4,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Api, TestUser, eventually, instance_urls, session_cookie, signed_up, spawn_app,
-    users_with_email,
+    Api, TestUser, concrete_path, documented_operations, eventually, instance_urls, session_cookie,
+    signed_up, spawn_app, users_with_email,
 };
 
 #[tokio::test]
@@ -491,38 +491,14 @@ async fn bad_profile_and_password_changes_are_4xx_problems_and_change_nothing() 
 async fn every_operation_the_document_marks_as_secured_needs_a_session() {
     let app = spawn_app().await;
     let doc = app.openapi().await;
-    let secured: Vec<(Method, String)> = doc["paths"]
-        .as_object()
-        .expect("paths")
-        .iter()
-        .flat_map(|(path, item)| {
-            item.as_object()
-                .expect("a path item")
-                .iter()
-                .filter(|(_, op)| {
-                    op["security"]
-                        .as_array()
-                        .is_some_and(|s| s.iter().any(|r| r.get("session").is_some()))
-                })
-                .map(|(method, _)| {
-                    let method =
-                        Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
-                    // Concrete ids: a fresh UUID for every path parameter.
-                    let concrete = path
-                        .split('/')
-                        .map(|segment| {
-                            if segment.starts_with('{') {
-                                uuid::Uuid::new_v4().to_string()
-                            } else {
-                                segment.to_owned()
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join("/");
-                    (method, concrete)
-                })
-                .collect::<Vec<_>>()
+    let secured: Vec<(Method, String)> = documented_operations(&doc)
+        .into_iter()
+        .filter(|(_, _, operation)| {
+            operation["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("session").is_some()))
         })
+        .map(|(method, path, _)| (method, concrete_path(&path)))
         .collect();
     assert!(
         secured.len() >= 10,

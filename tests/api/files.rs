@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{
-    PNG_HEAD, TestUser, client, eventually, file_bytes, instance_urls, my_id, sha256_hex,
+    PNG_HEAD, TestUser, eventually, file_bytes, instance_urls, my_id, presigned_put, sha256_hex,
     signed_up, spawn_app, spawn_app_with, storage,
 };
 
@@ -29,37 +29,41 @@ async fn leftovers(owner: uuid::Uuid) -> (Vec<String>, usize) {
             .await
             .expect("lists the staging area"),
     );
+    (objects, unfinished_uploads(owner).await.len())
+}
+
+/// The unfinished multipart uploads under `owner`'s prefix, as (key, upload id).
+async fn unfinished_uploads(owner: uuid::Uuid) -> Vec<(String, String)> {
+    let storage = storage();
     let uploads = storage
         .client()
         .list_multipart_uploads()
         .bucket(storage.bucket())
-        .prefix(&prefix)
+        .prefix(scaleout::files::object_key::owner_prefix(owner))
         .send()
         .await
         .expect("lists multipart uploads");
-    (objects, uploads.uploads().len())
+    uploads
+        .uploads()
+        .iter()
+        .map(|u| {
+            let key = u.key().expect("a key").to_owned();
+            (key, u.upload_id().expect("an upload id").to_owned())
+        })
+        .collect()
 }
 
 /// Parts already in storage for the unfinished multipart uploads under `owner`'s prefix.
 async fn uploaded_parts(owner: uuid::Uuid) -> usize {
     let storage = storage();
-    let prefix = scaleout::files::object_key::owner_prefix(owner);
-    let uploads = storage
-        .client()
-        .list_multipart_uploads()
-        .bucket(storage.bucket())
-        .prefix(&prefix)
-        .send()
-        .await
-        .expect("lists multipart uploads");
     let mut parts = 0;
-    for upload in uploads.uploads() {
+    for (key, upload_id) in unfinished_uploads(owner).await {
         let listed = storage
             .client()
             .list_parts()
             .bucket(storage.bucket())
-            .key(upload.key().expect("a key"))
-            .upload_id(upload.upload_id().expect("an upload id"))
+            .key(key)
+            .upload_id(upload_id)
             .send()
             .await
             .expect("lists parts");
@@ -174,24 +178,6 @@ async fn completion_discards_a_staged_object_of_the_wrong_size_or_type() {
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let owner = my_id(&api).await;
-    let start = |size: usize| {
-        let api = api.clone();
-        async move {
-            let r = api
-                .send(api.request(Method::POST, "/files/uploads").json(&json!({
-                    "content_type": "text/plain", "size": size
-                })))
-                .await;
-            assert_eq!(r.status(), StatusCode::CREATED);
-            let created = json_of(r).await;
-            let id: uuid::Uuid = created["file"]["id"]
-                .as_str()
-                .expect("an id")
-                .parse()
-                .expect("a UUID");
-            id
-        }
-    };
     // Objects placed at the staging key directly, as a client that got around the signed
     // length and type would: completion itself must check them.
     let stage = |id: uuid::Uuid, bytes: Vec<u8>| async move {
@@ -212,7 +198,7 @@ async fn completion_discards_a_staged_object_of_the_wrong_size_or_type() {
     };
 
     // Declared 100 bytes, 150 staged.
-    let wrong_size = start(100).await;
+    let (wrong_size, _) = api.start_upload(100).await;
     stage(wrong_size, b"x".repeat(150)).await;
     assert_eq!(staged().await.len(), 1);
     let refused = api.post(&format!("/files/{wrong_size}/complete")).await;
@@ -226,7 +212,7 @@ async fn completion_discards_a_staged_object_of_the_wrong_size_or_type() {
     );
 
     // Declared text, a PNG staged with the declared length.
-    let wrong_type = start(4096).await;
+    let (wrong_type, _) = api.start_upload(4096).await;
     stage(wrong_type, file_bytes(PNG_HEAD, 4096, 41)).await;
     let refused = api.post(&format!("/files/{wrong_type}/complete")).await;
     assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -251,62 +237,35 @@ async fn completion_discards_a_staged_object_of_the_wrong_size_or_type() {
     );
 }
 
-/// PUTs `body` to a presigned upload target with the headers it names.
-async fn presigned_put(target: &Value, body: Vec<u8>) -> reqwest::Response {
-    let mut put = client().put(target["url"].as_str().expect("a URL"));
-    for (name, value) in target["headers"].as_object().expect("headers") {
-        // The transport sets the length from the body itself: that is the point of the test
-        // that sends another length.
-        if name != "content-length" {
-            put = put.header(name, value.as_str().expect("a string"));
-        }
-    }
-    put.body(body).send().await.expect("storage answers")
-}
-
 #[tokio::test]
 async fn a_presigned_url_refuses_another_length_and_stops_working_when_it_expires() {
     let app = spawn_app_with(&[("UPLOAD_URL_TTL_SECS", "1")]).await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let declared = 10_000;
-    let create = |size: usize| {
-        let api = api.clone();
-        async move {
-            let r = api
-                .send(api.request(Method::POST, "/files/uploads").json(&json!({
-                    "content_type": "text/plain", "size": size
-                })))
-                .await;
-            assert_eq!(r.status(), StatusCode::CREATED);
-            json_of(r).await
-        }
-    };
-
     // A body longer than declared: storage refuses it (the length is signed), and even if
     // it had not, completion would check the size.
-    let longer = create(declared).await;
-    let put = presigned_put(&longer["upload"], vec![b'a'; declared + 1]).await;
+    let (id, upload) = api.start_upload(declared).await;
+    let put = presigned_put(&upload, vec![b'a'; declared + 1]).await;
     assert!(
         put.status().is_client_error(),
         "a wrong length is refused: {}",
         put.status()
     );
-    let id = longer["file"]["id"].as_str().expect("an id");
     assert_eq!(
         api.post(&format!("/files/{id}/complete")).await.status(),
         StatusCode::CONFLICT
     );
 
     // Once the URL has expired, storage refuses it. Waiting for the clock is the point here.
-    let late = create(declared).await;
+    let (id, late) = api.start_upload(declared).await;
     let expires_at = time::OffsetDateTime::parse(
-        late["upload"]["expires_at"].as_str().expect("a time"),
+        late["expires_at"].as_str().expect("a time"),
         &time::format_description::well_known::Rfc3339,
     )
     .expect("RFC 3339");
     let wait = expires_at - time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
     tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
-    let put = presigned_put(&late["upload"], vec![b'a'; declared]).await;
+    let put = presigned_put(&late, vec![b'a'; declared]).await;
     let status = put.status();
     let body = put.text().await.unwrap_or_default();
     assert!(
@@ -319,7 +278,6 @@ async fn a_presigned_url_refuses_another_length_and_stops_working_when_it_expire
         body.contains("expired") || body.contains("too old"),
         "{body}"
     );
-    let id = late["file"]["id"].as_str().expect("an id");
     assert_eq!(
         api.post(&format!("/files/{id}/complete")).await.status(),
         StatusCode::CONFLICT

@@ -96,9 +96,11 @@ impl LogMark {
 
     pub fn since(&self) -> String {
         let bytes = std::fs::read(&self.path).unwrap_or_default();
+        // A shorter file has been rotated by supervisord: all of it is new.
         let from = usize::try_from(self.from)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
+            .ok()
+            .filter(|&f| f <= bytes.len())
+            .unwrap_or(0);
         String::from_utf8_lossy(&bytes[from..]).into_owned()
     }
 }
@@ -325,14 +327,21 @@ impl TestUser {
     }
 }
 
-/// The `name=value` of the session cookie a response sets, if it sets one.
-pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+/// The whole `Set-Cookie` header of the session cookie, attributes included, if one is set.
+pub fn session_set_cookie(response: &reqwest::Response) -> Option<String> {
     response
         .headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with("scaleout_session="))
+        .map(str::to_owned)
+}
+
+/// The `name=value` of the session cookie a response sets, if it sets one.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    session_set_cookie(response)
+        .as_deref()
         .and_then(|v| v.split(';').next())
         .map(str::to_owned)
         .filter(|c| c != "scaleout_session=")
@@ -413,6 +422,91 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Renames the caller with `PATCH /me`: the write most tests use.
+    pub async fn rename(&self, name: &str) {
+        let response = self
+            .send(
+                self.request(reqwest::Method::PATCH, "/me")
+                    .json(&serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "rename");
+    }
+
+    /// Deletes the account with `DELETE /me` and returns the deletion job's id.
+    pub async fn delete_account(&self, user: &TestUser) -> String {
+        let accepted = self
+            .send(
+                self.request(reqwest::Method::DELETE, "/me")
+                    .json(&serde_json::json!({"password": user.password})),
+            )
+            .await;
+        assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED, "deletion");
+        let body: serde_json::Value = accepted.json().await.expect("a JSON body");
+        body["job_id"].as_str().expect("a job id").to_owned()
+    }
+
+    /// Polls `GET /jobs/{id}` until `wanted` holds for the view, and returns that view.
+    pub async fn poll_job(
+        &self,
+        id: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let wanted = &wanted;
+        eventually(
+            &format!("job {id}"),
+            Duration::from_secs(60),
+            || async move {
+                let response = self
+                    .send(self.request(reqwest::Method::GET, &format!("/jobs/{id}")))
+                    .await;
+                assert_eq!(response.status(), reqwest::StatusCode::OK);
+                let view: serde_json::Value = response.json().await.expect("a JSON body");
+                wanted(&view).then_some(view)
+            },
+        )
+        .await
+    }
+
+    /// Starts a direct upload of `size` bytes of text; returns the file id and the presigned
+    /// upload target.
+    pub async fn start_upload(&self, size: usize) -> (uuid::Uuid, serde_json::Value) {
+        let created = self
+            .send(
+                self.request(reqwest::Method::POST, "/files/uploads")
+                    .json(&serde_json::json!({"content_type": "text/plain", "size": size})),
+            )
+            .await;
+        assert_eq!(
+            created.status(),
+            reqwest::StatusCode::CREATED,
+            "upload start"
+        );
+        let created: serde_json::Value = created.json().await.expect("a JSON body");
+        let id = created["file"]["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("an id");
+        (id, created["upload"].clone())
+    }
+}
+
+/// PUTs `body` to a presigned upload target with the headers it names (less the length, which
+/// the transport sets from the body itself: tests send other lengths on purpose).
+pub async fn presigned_put(
+    target: &serde_json::Value,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut put = client().put(target["url"].as_str().expect("a URL"));
+    for (name, value) in target["headers"].as_object().expect("headers") {
+        if name != "content-length" {
+            put = put.header(name, value.as_str().expect("a string"));
+        }
+    }
+    put.body(body).send().await.expect("storage answers")
+}
+
 /// Signs `user` up through `base` and returns a logged-in client.
 pub async fn signed_up(base: &str, user: &TestUser) -> Api {
     let mut api = Api::new(base);
@@ -420,6 +514,47 @@ pub async fn signed_up(base: &str, user: &TestUser) -> Api {
     assert_eq!(response.status(), reqwest::StatusCode::CREATED, "signup");
     assert!(api.cookie.is_some(), "signup sets the session cookie");
     api
+}
+
+/// Whether a read routed by `db` for `caller` ran on a standby (else on the primary).
+pub async fn read_on_standby(db: &scaleout::db::Db, caller: scaleout::db::Caller) -> bool {
+    db.read(&caller, |pool| async move {
+        sqlx::query_scalar::<_, bool>("select pg_is_in_recovery()")
+            .fetch_one(&pool)
+            .await
+    })
+    .await
+    .expect("the read succeeds")
+}
+
+/// Every operation of an OpenAPI document: method, path template, and the operation object.
+pub fn documented_operations(
+    doc: &serde_json::Value,
+) -> Vec<(reqwest::Method, String, serde_json::Value)> {
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+            operations.push((method, path.clone(), operation.clone()));
+        }
+    }
+    operations
+}
+
+/// `template` with every `{param}` replaced by a fresh UUID.
+pub fn concrete_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with('}') {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Users with this email, counted on the primary.
@@ -571,6 +706,11 @@ impl TestWorker {
 }
 
 pub fn spawn_worker() -> TestWorker {
+    spawn_worker_with(&[])
+}
+
+/// A worker configured like the topology's, except for `overrides`.
+pub fn spawn_worker_with(overrides: &[(&str, &str)]) -> TestWorker {
     let mut vars: HashMap<String, String> = std::env::vars().collect();
     let id = format!(
         "test-worker-{}",
@@ -578,6 +718,9 @@ pub fn spawn_worker() -> TestWorker {
     );
     vars.insert("SCALEOUT_INSTANCE_ID".into(), id);
     vars.insert("SCALEOUT_METRICS_ADDR".into(), "127.0.0.1:0".into());
+    for (k, v) in overrides {
+        vars.insert((*k).into(), (*v).into());
+    }
     let config = scaleout::config::WorkerConfig::from_source(&vars).expect("a valid worker config");
     let (stop, stop_rx) = oneshot::channel::<()>();
     let stopped = tokio::spawn(scaleout::worker::run_until(config, async move {

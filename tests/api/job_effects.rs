@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
-use serde_json::json;
+use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -101,15 +100,8 @@ async fn deleting_an_account_twice_has_the_effect_of_deleting_it_once() {
     let user = TestUser::new();
     let api = signed_up(&app.url(""), &user).await;
     let gone = my_id(&api).await;
-    let accepted = api
-        .send(
-            api.request(Method::DELETE, "/me")
-                .json(&json!({"password": user.password})),
-        )
-        .await;
-    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
-    let first: serde_json::Value = accepted.json().await.expect("a JSON body");
-    done(db, first["job_id"].as_str().expect("a job id")).await;
+    let first = api.delete_account(&user).await;
+    done(db, &first).await;
     // The email is free again: a new account takes it, with a file of its own.
     let mut reborn = Api::new(app.url(""));
     assert_eq!(reborn.signup(&user).await.status(), StatusCode::CREATED);

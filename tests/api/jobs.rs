@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Api, TestUser, canary, canary_attempt_starts, canary_backing_off, canary_runs, enqueue, env,
-    eventually, my_id, no_redirect_client, signed_up, spawn_app, storage,
+    eventually, my_id, no_redirect_client, presigned_put, signed_up, spawn_app, storage,
 };
 
 async fn json_of(response: reqwest::Response) -> Value {
@@ -51,7 +51,7 @@ async fn a_job_that_fails_twice_succeeds_on_the_third_attempt_after_a_doubling_b
         .await
         .remove(0);
 
-    let done = poll_job(&api, &id, |v| v["status"] == "succeeded").await;
+    let done = api.poll_job(&id, |v| v["status"] == "succeeded").await;
     assert_eq!(done["attempts"], 3, "{done}");
     assert_eq!(done["last_error"], Value::Null);
     assert_eq!(done["kind"], "canary");
@@ -88,7 +88,9 @@ async fn between_attempts_a_job_is_queued_with_its_error_and_the_time_of_its_nex
     .await
     .remove(0);
 
-    let retrying = poll_job(&api, &id, |v| v["status"] == "queued" && v["attempts"] == 1).await;
+    let retrying = api
+        .poll_job(&id, |v| v["status"] == "queued" && v["attempts"] == 1)
+        .await;
     assert!(
         retrying["last_error"]
             .as_str()
@@ -115,7 +117,7 @@ async fn between_attempts_a_job_is_queued_with_its_error_and_the_time_of_its_nex
         .execute(db)
         .await
         .expect("moves the retry forward");
-    let done = poll_job(&api, &id, |v| v["status"] == "succeeded").await;
+    let done = api.poll_job(&id, |v| v["status"] == "succeeded").await;
     assert_eq!(done["attempts"], 2, "{done}");
     assert_eq!(done["next_attempt_at"], Value::Null);
     assert_eq!(canary_runs(db, &id).await, 1);
@@ -134,7 +136,7 @@ async fn a_job_that_always_fails_is_kept_as_failed_after_its_last_attempt() {
     .await
     .remove(0);
 
-    let failed = poll_job(&api, &id, |v| v["status"] == "failed").await;
+    let failed = api.poll_job(&id, |v| v["status"] == "failed").await;
     assert_eq!(failed["attempts"], 3, "{failed}");
     assert_eq!(failed["max_attempts"], 3);
     assert!(
@@ -145,22 +147,6 @@ async fn a_job_that_always_fails_is_kept_as_failed_after_its_last_attempt() {
     );
     assert!(failed["finished_at"].is_string());
     assert_eq!(canary_runs(app.state.db.write(), &id).await, 0);
-}
-
-/// Polls `GET /jobs/{id}` until `wanted` holds for the view, and returns that view.
-async fn poll_job(api: &Api, id: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-    let wanted = &wanted;
-    eventually(&format!("job {id}"), Duration::from_secs(30), || {
-        let request = api.request(Method::GET, &format!("/jobs/{id}"));
-        let api = api.clone();
-        async move {
-            let response = api.send(request).await;
-            assert_eq!(response.status(), StatusCode::OK);
-            let view = json_of(response).await;
-            wanted(&view).then_some(view)
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -249,21 +235,8 @@ async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and
             .is_empty()
     );
     // A direct upload's bytes wait in the staging area until `complete`.
-    let started = json_of(
-        api.send(api.request(Method::POST, "/files/uploads").json(&json!({
-            "content_type": "text/plain", "size": 5
-        })))
-        .await,
-    )
-    .await;
-    let put = reqwest::Client::new()
-        .put(started["upload"]["url"].as_str().expect("a URL"))
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .expect("storage answers");
-    assert!(put.status().is_success());
+    let (_, upload) = api.start_upload(5).await;
+    assert!(presigned_put(&upload, "hello").await.status().is_success());
     let staging = scaleout::files::object_key::owner_staging_prefix(id);
     assert!(
         !storage()
@@ -286,17 +259,7 @@ async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and
         "a refused deletion changes nothing"
     );
 
-    let accepted = api
-        .send(
-            api.request(Method::DELETE, "/me")
-                .json(&json!({"password": user.password})),
-        )
-        .await;
-    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
-    let job_id = json_of(accepted).await["job_id"]
-        .as_str()
-        .expect("a job id")
-        .to_owned();
+    let job_id = api.delete_account(&user).await;
 
     // At once: the session is gone and the account cannot log in.
     assert_eq!(api.me().await.status(), StatusCode::UNAUTHORIZED);
@@ -460,26 +423,8 @@ async fn a_recurring_job_is_created_once_per_slot_however_many_workers_offer_it(
 async fn the_purge_removes_abandoned_direct_uploads_and_their_objects() {
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
-    let created = json_of(
-        api.send(api.request(Method::POST, "/files/uploads").json(&json!({
-            "content_type": "text/plain", "size": 5
-        })))
-        .await,
-    )
-    .await;
-    let id: uuid::Uuid = created["file"]["id"]
-        .as_str()
-        .expect("an id")
-        .parse()
-        .expect("a UUID");
-    let put = reqwest::Client::new()
-        .put(created["upload"]["url"].as_str().expect("a URL"))
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .expect("storage answers");
-    assert!(put.status().is_success());
+    let (id, upload) = api.start_upload(5).await;
+    assert!(presigned_put(&upload, "hello").await.status().is_success());
     let db = app.state.db.write();
     // Abandoned long ago: never completed, its URL expired well past the purge's grace.
     sqlx::query("update files set upload_expires_at = now() - interval '2 days' where id = $1")

@@ -22,7 +22,6 @@ mod sessions;
 mod topology;
 mod topology_delivery;
 mod topology_files;
-mod topology_health;
 mod topology_jobs;
 mod topology_replicas;
 mod topology_traces;

@@ -5,21 +5,7 @@ use std::collections::BTreeSet;
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{metric, scrape, spawn_app};
-
-/// `path` with every `{param}` replaced by a fresh UUID.
-fn concrete(path: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
-        out.push_str(&uuid::Uuid::new_v4().to_string());
-        rest = &rest[close..];
-    }
-    out.push_str(rest);
-    out
-}
+use crate::helpers::{concrete_path, documented_operations, metric, scrape, spawn_app};
 
 #[tokio::test]
 async fn the_openapi_document_and_the_router_agree() {
@@ -33,19 +19,9 @@ async fn the_openapi_document_and_the_router_agree() {
         doc["openapi"]
     );
     let paths = doc["paths"].as_object().expect("paths");
-    let operations: Vec<(Method, String)> = paths
-        .iter()
-        .flat_map(|(path, item)| {
-            item.as_object()
-                .expect("path item")
-                .keys()
-                .map(|method| {
-                    let method =
-                        Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
-                    (method, path.clone())
-                })
-                .collect::<Vec<_>>()
-        })
+    let operations: Vec<(Method, String)> = documented_operations(&doc)
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
         .collect();
     assert!(
         operations.len() >= 20,
@@ -61,7 +37,7 @@ async fn the_openapi_document_and_the_router_agree() {
     for (method, path) in &operations {
         let response = app
             .client
-            .request(method.clone(), app.url(&concrete(path)))
+            .request(method.clone(), app.url(&concrete_path(path)))
             .json(&serde_json::json!({}))
             .send()
             .await

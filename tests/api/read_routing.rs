@@ -5,11 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
 use scaleout::db::{Caller, Db};
-use serde_json::json;
 
-use crate::helpers::{TestApp, TestUser, eventually, my_id, signed_up, spawn_app};
+use crate::helpers::{TestApp, TestUser, eventually, my_id, read_on_standby, signed_up, spawn_app};
 
 /// The write position stored for `user`, as Redis holds it.
 async fn stored_position(app: &TestApp, user: uuid::Uuid) -> Option<u64> {
@@ -34,23 +32,13 @@ async fn store_position(app: &TestApp, user: uuid::Uuid, position: u64) {
         .expect("SET");
 }
 
-async fn rename(api: &crate::helpers::Api, name: &str) {
-    let response = api
-        .send(
-            api.request(Method::PATCH, "/me")
-                .json(&json!({ "name": name })),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
 #[tokio::test]
 async fn a_write_position_is_stored_and_dropped_once_the_replica_has_replayed_it() {
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let id = my_id(&api).await;
 
-    rename(&api, "Written Just Now").await;
+    api.rename("Written Just Now").await;
     let stored = stored_position(&app, id).await;
 
     assert!(stored.is_some(), "the write left its position in Redis");
@@ -77,12 +65,12 @@ async fn of_two_write_positions_the_newer_one_is_kept() {
     // another instance first): this write's older position must not replace it.
     let far_ahead = 1_u64 << 60;
     store_position(&app, id, far_ahead).await;
-    rename(&api, "First").await;
+    api.rename("First").await;
     let kept = stored_position(&app, id).await;
 
     // An old position: this write's newer one replaces it.
     store_position(&app, id, 1).await;
-    rename(&api, "Second").await;
+    api.rename("Second").await;
     let replaced = stored_position(&app, id).await;
     let current: String = sqlx::query_scalar("select pg_current_wal_insert_lsn()::text")
         .fetch_one(app.state.db.write())
@@ -111,21 +99,8 @@ async fn with_redis_unreachable_users_read_the_primary_and_anonymous_readers_the
     .expect("a client");
     let db = Db::connect_lazy(&config, "test-no-redis", Some(redis)).expect("pools");
     db.probe().await;
-    let on_standby = |caller: Caller| {
-        let db = db.clone();
-        async move {
-            db.read(&caller, |pool| async move {
-                sqlx::query_scalar::<_, bool>("select pg_is_in_recovery()")
-                    .fetch_one(&pool)
-                    .await
-            })
-            .await
-            .expect("the read succeeds")
-        }
-    };
-
-    let anonymous = on_standby(Caller::Anonymous).await;
-    let user = on_standby(Caller::User(uuid::Uuid::new_v4())).await;
+    let anonymous = read_on_standby(&db, Caller::Anonymous).await;
+    let user = read_on_standby(&db, Caller::User(uuid::Uuid::new_v4())).await;
 
     assert!(anonymous, "no write to wait for: the replica");
     assert!(

@@ -7,19 +7,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Api, TestUser, edge_url, signed_up, spawn_app, spawn_app_with};
-
-/// The whole `Set-Cookie` header of the session cookie.
-fn session_set_cookie(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("scaleout_session="))
-        .expect("a session cookie is set")
-        .to_owned()
-}
+use crate::helpers::{
+    Api, TestUser, edge_url, session_set_cookie, signed_up, spawn_app, spawn_app_with,
+};
 
 fn attributes(set_cookie: &str) -> Vec<String> {
     set_cookie
@@ -39,8 +29,8 @@ async fn the_session_cookie_is_http_only_same_site_lax_and_secure_when_configure
     let mut api = Api::new(plain.url(""));
     let on_http = api.signup(&TestUser::new()).await;
 
-    let on_https = attributes(&session_set_cookie(&on_https));
-    let on_http = attributes(&session_set_cookie(&on_http));
+    let on_https = attributes(&session_set_cookie(&on_https).expect("a session cookie"));
+    let on_http = attributes(&session_set_cookie(&on_http).expect("a session cookie"));
     for flags in [&on_https, &on_http] {
         assert!(flags.contains(&"httponly".to_owned()), "{flags:?}");
         assert!(flags.contains(&"samesite=lax".to_owned()), "{flags:?}");
@@ -95,15 +85,8 @@ async fn deleting_the_account_ends_its_sessions_on_every_client() {
     assert_eq!(phone.login(&user).await.status(), StatusCode::OK);
     assert_eq!(phone.me().await.status(), StatusCode::OK);
 
-    let deleted = laptop
-        .send(
-            laptop
-                .request(Method::DELETE, "/me")
-                .json(&json!({"password": user.password})),
-        )
-        .await;
+    laptop.delete_account(&user).await;
 
-    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
     assert_eq!(laptop.me().await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         phone.me().await.status(),

@@ -2,69 +2,15 @@
 //! outage, and the purge sweeps stale staging objects. Each stops the topology's worker and
 //! runs one in the test process with settings of its own, so these run alone.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use reqwest::StatusCode;
 
 use crate::helpers::{
-    Api, Down, TestUser, client, eventually, my_id, signed_up, spawn_app, storage,
+    Down, TestUser, eventually, my_id, presigned_put, signed_up, spawn_app, spawn_worker_with,
+    storage,
 };
 use crate::job_effects::{messages_to, sent_emails, welcome_job};
-
-/// A `scaleout worker` in the test process, configured like the topology's except for
-/// `overrides`.
-struct Worker {
-    stop: oneshot::Sender<()>,
-    stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Worker {
-    fn spawn(overrides: &[(&str, &str)]) -> Self {
-        let mut vars: HashMap<String, String> = std::env::vars().collect();
-        let id = format!(
-            "test-worker-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        vars.insert("SCALEOUT_INSTANCE_ID".into(), id);
-        vars.insert("SCALEOUT_METRICS_ADDR".into(), "127.0.0.1:0".into());
-        for (k, v) in overrides {
-            vars.insert((*k).into(), (*v).into());
-        }
-        let config =
-            scaleout::config::WorkerConfig::from_source(&vars).expect("a valid worker config");
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let stopped = tokio::spawn(scaleout::worker::run_until(config, async move {
-            let _ = stop_rx.await;
-        }));
-        Self { stop, stopped }
-    }
-
-    /// Stops taking jobs and waits for the running ones, as SIGTERM would.
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        self.stopped
-            .await
-            .expect("the worker task does not panic")
-            .expect("the worker stops cleanly");
-    }
-}
-
-/// Polls `GET /jobs/{id}` until `wanted` holds, and returns that view.
-async fn poll_job(api: &Api, id: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-    let wanted = &wanted;
-    eventually(what, Duration::from_secs(60), || async move {
-        let response = api
-            .send(api.request(Method::GET, &format!("/jobs/{id}")))
-            .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let view: Value = response.json().await.expect("a JSON body");
-        wanted(&view).then_some(view)
-    })
-    .await
-}
 
 #[tokio::test]
 async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_it_is_back() {
@@ -73,23 +19,21 @@ async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_i
     // Five attempts at the suite's 300 ms backoff are spent in under five seconds; from 2 s
     // they span 30 s, ample time to see the retries and bring the sink back before the last.
     let topology_worker = Down::stop("worker");
-    let worker = Worker::spawn(&[("JOBS_BACKOFF_BASE_MS", "2000")]);
+    let worker = spawn_worker_with(&[("JOBS_BACKOFF_BASE_MS", "2000")]);
     let smtp = Down::stop("smtp");
     let user = TestUser::new();
 
     let api = signed_up(&app.url(""), &user).await;
     let owner = my_id(&api).await;
     let job = welcome_job(db, owner).await;
-    let retrying = poll_job(&api, &job, "the email is being retried", |v| {
-        v["status"] == "queued" && v["attempts"].as_i64().is_some_and(|n| n >= 2)
-    })
-    .await;
+    let retrying = api
+        .poll_job(&job, |v| {
+            v["status"] == "queued" && v["attempts"].as_i64().is_some_and(|n| n >= 2)
+        })
+        .await;
     let undelivered = messages_to(&user.email).len();
     smtp.start();
-    let delivered = poll_job(&api, &job, "the email is delivered", |v| {
-        v["status"] == "succeeded"
-    })
-    .await;
+    let delivered = api.poll_job(&job, |v| v["status"] == "succeeded").await;
     worker.shutdown().await;
     topology_worker.start();
 
@@ -119,34 +63,6 @@ async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_i
     );
 }
 
-/// PUTs `body` to a presigned upload target with the headers it names.
-async fn presigned_put(target: &Value, body: &'static str) {
-    let mut put = client().put(target["url"].as_str().expect("a URL"));
-    for (name, value) in target["headers"].as_object().expect("headers") {
-        if name != "content-length" {
-            put = put.header(name, value.as_str().expect("a string"));
-        }
-    }
-    let response = put.body(body).send().await.expect("storage answers");
-    assert!(response.status().is_success(), "PUT: {}", response.status());
-}
-
-/// Starts a direct upload of `size` bytes of text; returns the file id and the upload target.
-async fn start_upload(api: &Api, size: usize) -> (uuid::Uuid, Value) {
-    let created = api
-        .send(api.request(Method::POST, "/files/uploads").json(&json!({
-            "content_type": "text/plain", "size": size
-        })))
-        .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let created: Value = created.json().await.expect("a JSON body");
-    let id = created["file"]["id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("an id");
-    (id, created["upload"].clone())
-}
-
 async fn exists(key: &str) -> bool {
     storage()
         .head_object(key)
@@ -164,11 +80,11 @@ async fn the_purge_sweeps_a_stale_staging_object_and_keeps_fresh_uploads_and_fil
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let owner = my_id(&api).await;
     // A staging object no file needs: a completed upload's URL used a second time.
-    let (done_id, target) = start_upload(&api, 5).await;
-    presigned_put(&target, "hello").await;
+    let (done_id, target) = api.start_upload(5).await;
+    assert!(presigned_put(&target, "hello").await.status().is_success());
     let completed = api.post(&format!("/files/{done_id}/complete")).await;
     assert_eq!(completed.status(), StatusCode::OK);
-    presigned_put(&target, "again").await;
+    assert!(presigned_put(&target, "again").await.status().is_success());
     let stale = object_key::staging(owner, done_id);
     assert!(exists(&stale).await);
     // Staging objects are stale past the URL lifetime plus the purge's grace. The topology's
@@ -177,7 +93,7 @@ async fn the_purge_sweeps_a_stale_staging_object_and_keeps_fresh_uploads_and_fil
     // of another test's, since these tests run alone.
     let window = Duration::from_secs(10);
     let topology_worker = Down::stop("worker");
-    let worker = Worker::spawn(&[
+    let worker = spawn_worker_with(&[
         ("UPLOAD_URL_TTL_SECS", "10"),
         ("JOBS_PURGE_GRACE_SECS", "0"),
     ]);
@@ -196,8 +112,8 @@ async fn the_purge_sweeps_a_stale_staging_object_and_keeps_fresh_uploads_and_fil
     )
     .await;
     // An upload in progress: its bytes are staged, its file pending and not yet expired.
-    let (pending_id, target) = start_upload(&api, 5).await;
-    presigned_put(&target, "fresh").await;
+    let (pending_id, target) = api.start_upload(5).await;
+    assert!(presigned_put(&target, "fresh").await.status().is_success());
     let fresh = object_key::staging(owner, pending_id);
     let slot = 40_000_000_000 + i64::from(uuid::Uuid::new_v4().as_u128() as u16);
 

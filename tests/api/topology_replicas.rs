@@ -11,8 +11,8 @@ use sqlx::PgPool;
 use scaleout::db::Caller;
 
 use crate::helpers::{
-    Api, Down, TestUser, client, edge_url, env, eventually, instance_urls, metric, scrape,
-    signed_up, spawn_app, spawn_app_with,
+    Api, Down, TestUser, client, edge_url, env, eventually, instance_urls, metric, read_on_standby,
+    scrape, signed_up, spawn_app, spawn_app_with,
 };
 
 async fn ops() -> PgPool {
@@ -56,17 +56,6 @@ impl Drop for ReplayPaused {
     }
 }
 
-/// Whether a read routed by `db` for `caller` ran on a standby.
-async fn read_on_standby(db: &scaleout::db::Db, caller: scaleout::db::Caller) -> bool {
-    db.read(&caller, |pool| async move {
-        sqlx::query_scalar::<_, bool>("select pg_is_in_recovery()")
-            .fetch_one(&pool)
-            .await
-    })
-    .await
-    .expect("the read succeeds")
-}
-
 async fn set_replay(paused: bool) {
     let sql = if paused {
         "select pg_wal_replay_pause()"
@@ -94,16 +83,6 @@ async fn name_on_replica(id: &str) -> Option<String> {
 async fn id_of(api: &Api) -> String {
     let me: Value = api.me().await.json().await.expect("json");
     me["id"].as_str().expect("an id").to_owned()
-}
-
-async fn rename(api: &Api, name: &str) {
-    let response = api
-        .send(
-            api.request(Method::PATCH, "/me")
-                .json(&json!({"name": name})),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK);
 }
 
 async fn profile_name(api: &Api, id: &str) -> Option<String> {
@@ -152,7 +131,7 @@ async fn a_writer_reads_their_own_write_on_every_instance_while_replay_is_paused
     until_profile_reads(&Api::new(&b), &id, &user.name).await;
 
     let paused = ReplayPaused::start().await;
-    rename(&writer, "Renamed While Paused").await;
+    writer.rename("Renamed While Paused").await;
     let mut names = Vec::new();
     for i in 0..50 {
         let base = [&a, &b, &c][i % 3];
@@ -184,7 +163,7 @@ async fn others_read_the_replica_and_see_the_write_once_replay_resumes() {
     until_profile_reads(&reader, &x_id, &x.name).await;
 
     let paused = ReplayPaused::start().await;
-    rename(&writer, "New Name").await;
+    writer.rename("New Name").await;
     let seen_while_paused = profile_name(&reader, &x_id).await;
     paused.resume();
 
@@ -286,7 +265,7 @@ async fn past_the_byte_lag_threshold_everyone_reads_the_primary() {
     until_profile_reads(&reader, &x_id, &x.name).await;
 
     let paused = ReplayPaused::start().await;
-    rename(&writer, "Renamed Before The Flood").await;
+    writer.rename("Renamed Before The Flood").await;
     let before_flood = profile_name(&reader, &x_id).await;
     let unhealthy_before = routed(1, "primary", "unhealthy").await;
     // More WAL than the threshold, written while the replica cannot replay it.

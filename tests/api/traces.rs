@@ -12,52 +12,65 @@ use serde_json::Value;
 
 use crate::helpers::{Api, TestUser, eventually, signed_up, spawn_app};
 
-/// A received span.
+/// A received span, with the instance that exported it.
 #[derive(Debug, Clone)]
 pub struct Span {
     pub trace: String,
     pub id: String,
     pub parent: String,
     pub name: String,
+    /// The resource's `service.instance.id`: `app1`, the worker's id, `test`...
+    pub instance: String,
 }
 
-type Spans = Arc<Mutex<Vec<Span>>>;
+pub type Spans = Arc<Mutex<Vec<Span>>>;
+
+/// An OTLP/HTTP (JSON) receiver bound to `addr`, on a thread of its own so that it outlives
+/// the runtime of whichever test started it. Returns the bound address and what it receives.
+pub fn start_receiver(addr: &str) -> Result<(std::net::SocketAddr, Spans), String> {
+    let spans: Spans = Arc::default();
+    let store = spans.clone();
+    let addr = addr.to_owned();
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let listener = match tokio::net::TcpListener::bind(&addr).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(format!("cannot bind {addr}: {e}")));
+                    return;
+                }
+            };
+            let _ = bound_tx.send(listener.local_addr().map_err(|e| e.to_string()));
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                post(move |body: axum::body::Bytes| {
+                    let store = store.clone();
+                    async move {
+                        record(&store, &body);
+                        "{}"
+                    }
+                }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    let bound = bound_rx
+        .recv()
+        .map_err(|_| "the receiver thread ended".to_owned())??;
+    Ok((bound, spans))
+}
 
 /// The receiver and the global tracing subscriber that exports to it: one per test binary
-/// (a process has one global subscriber), on a thread of its own so that it outlives the
-/// runtime of whichever test started it.
+/// (a process has one global subscriber).
 pub fn collector() -> &'static (Spans, SdkTracerProvider) {
     static COLLECTOR: OnceLock<(Spans, SdkTracerProvider)> = OnceLock::new();
     COLLECTOR.get_or_init(|| {
-        let spans: Spans = Arc::default();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let store = spans.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("binds");
-                addr_tx
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("sends");
-                let app = axum::Router::new().route(
-                    "/v1/traces",
-                    post(move |body: axum::body::Bytes| {
-                        let store = store.clone();
-                        async move {
-                            record(&store, &body);
-                            "{}"
-                        }
-                    }),
-                );
-                axum::serve(listener, app).await
-            })
-        });
-        let addr = addr_rx.recv().expect("the receiver starts");
+        let (addr, spans) = start_receiver("127.0.0.1:0").expect("the receiver starts");
         // The production set-up (`main` calls the same function), exporting to the receiver;
         // log lines are silent unless TEST_LOG asks for them. Off any async runtime, as in
         // main: the exporter's HTTP client is a blocking one.
@@ -92,6 +105,14 @@ fn record(store: &Spans, body: &[u8]) {
     let doc: Value = serde_json::from_slice(body).unwrap_or_default();
     let mut found = store.lock().expect("not poisoned");
     for resource in doc["resourceSpans"].as_array().into_iter().flatten() {
+        let instance = resource["resource"]["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["key"] == "service.instance.id")
+            .and_then(|a| a["value"]["stringValue"].as_str())
+            .unwrap_or_default()
+            .to_owned();
         for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
             for span in scope["spans"].as_array().into_iter().flatten() {
                 let text = |k: &str| span[k].as_str().unwrap_or_default().to_lowercase();
@@ -100,6 +121,7 @@ fn record(store: &Spans, body: &[u8]) {
                     id: text("spanId"),
                     parent: text("parentSpanId"),
                     name: text("name"),
+                    instance: instance.clone(),
                 });
             }
         }
