@@ -18,3 +18,4 @@ mod topology_files;
 mod topology_jobs;
 mod topology_replicas;
 pub mod traces;
+mod validation;
