@@ -20,7 +20,7 @@ use crate::app::AppState;
 use crate::config::FilesConfig;
 use crate::error::responses::{CrossSite, JsonBody, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
-use crate::http::json::{AppJson, Check, Validate};
+use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::middleware::MULTIPART_OVERHEAD;
 
 pub const TAG: &str = "files";
@@ -125,14 +125,16 @@ impl From<repo::FileRow> for FileMeta {
     }
 }
 
-/// The multipart body of an upload: the file in the part named `file`.
+/// The multipart body of an upload: the file in the part named `file`, and no other part.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents the multipart body; the handler streams it instead"
 )]
 pub struct UploadForm {
-    #[schema(value_type = String, format = Binary)]
+    /// Not empty.
+    #[schema(value_type = String, format = Binary, min_length = 1)]
     file: Vec<u8>,
 }
 
@@ -252,6 +254,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// The `next` cursor of the previous page.
+    #[param(value_type = Option<Uuid>)]
     before: Option<String>,
 }
 
@@ -332,6 +335,7 @@ pub struct CreateUploadRequest {
     /// on completion.
     pub content_type: String,
     /// The exact length in bytes the client will PUT, at most `UPLOAD_MAX_BYTES`.
+    #[serde(deserialize_with = "json::integer")]
     #[schema(minimum = 1)]
     pub size: i64,
 }

@@ -86,6 +86,25 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// For `#[serde(deserialize_with = "json::integer")]`: an integer as JSON Schema has it, any
+/// number without a fractional part, `3.0` as well as `3` (serde's `i64` takes only the second).
+pub fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_i64()
+        .or_else(|| {
+            // Exactly representable, so the conversion below loses nothing.
+            let range = -(2f64.powi(63))..2f64.powi(63);
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && range.contains(f))
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid value: {number}, expected an integer"))
+        })
+}
+
 fn is_json(request: &Request) -> bool {
     let Some(content_type) = request
         .headers()
@@ -375,6 +394,25 @@ mod tests {
             keys.join(",")
         ));
         assert_eq!(e.len(), MAX_PROBLEMS);
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Size {
+            #[serde(deserialize_with = "integer")]
+            size: i64,
+        }
+        impl Validate<()> for Size {
+            fn validate(&mut self, (): &(), _: &mut Check) {}
+        }
+        let size = |json: &str| parse::<Size, ()>(json.as_bytes(), &()).map(|s| s.size);
+        assert_eq!(size(r#"{"size":136}"#).ok(), Some(136));
+        assert_eq!(size(r#"{"size":136.0}"#).ok(), Some(136));
+        assert_eq!(size(r#"{"size":-2.0}"#).ok(), Some(-2));
+        for bad in [r#"{"size":1.5}"#, r#"{"size":1e300}"#, r#"{"size":"1"}"#] {
+            assert!(matches!(size(bad), Err(ApiError::Validation(_))), "{bad}");
+        }
     }
 
     #[test]
