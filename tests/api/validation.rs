@@ -18,10 +18,13 @@ async fn field_errors(api: &Api, method: Method, path: &str, body: &Value) -> Va
         StatusCode::UNPROCESSABLE_ENTITY,
         "{path} {body}"
     );
-    assert!(
-        session_cookie(&response).is_none(),
-        "{path} {body}: a refused request starts no session"
-    );
+    if api.cookie.is_none() {
+        // Signup and login refused: no session was started.
+        assert!(
+            session_cookie(&response).is_none(),
+            "{path} {body}: a refused request starts no session"
+        );
+    }
     assert_eq!(
         response.headers()["content-type"],
         "application/problem+json"
@@ -208,8 +211,7 @@ async fn a_password_change_wrong_in_every_field_names_each_and_changes_nothing()
         json!(["must be at least 12 characters"])
     );
 
-    // This session survives (a change would have given it a new id, and ended no others yet),
-    // and the old password still logs in.
+    // The password is unchanged: this session still works and the old password logs in.
     assert_eq!(api.me().await.status(), StatusCode::OK);
     let mut again = Api::new(app.url(""));
     assert_eq!(again.login(&user).await.status(), StatusCode::OK);
