@@ -262,3 +262,55 @@ async fn an_upload_start_wrong_in_every_field_names_each_and_creates_nothing() {
 
     assert_eq!(files_of(&app, owner).await, 0);
 }
+
+#[tokio::test]
+async fn an_upload_with_a_part_besides_the_file_names_it_and_stores_nothing() {
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let owner = my_id(&api).await;
+    let file = || reqwest::multipart::Part::bytes(b"plain text".to_vec()).file_name("a.txt");
+
+    // A part after the file is read once the file is stored: the object must go again.
+    for (what, form, field) in [
+        (
+            "a part after the file",
+            reqwest::multipart::Form::new()
+                .part("file", file())
+                .text("note", "x"),
+            "note",
+        ),
+        (
+            "a part before the file",
+            reqwest::multipart::Form::new()
+                .text("acl", "public")
+                .part("file", file()),
+            "acl",
+        ),
+        (
+            "two files",
+            reqwest::multipart::Form::new()
+                .part("file", file())
+                .part("file", file()),
+            "file",
+        ),
+    ] {
+        let response = api
+            .send(api.request(Method::POST, "/files").multipart(form))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{what}"
+        );
+        let problem: Value = response.json().await.expect("a problem document");
+        assert!(problem["errors"][field].is_array(), "{what}: {problem}");
+    }
+
+    assert_eq!(files_of(&app, owner).await, 0);
+    let prefix = scaleout::files::object_key::owner_prefix(owner);
+    let objects = crate::helpers::storage()
+        .list_keys(&prefix)
+        .await
+        .expect("lists the bucket");
+    assert_eq!(objects, Vec::<String>::new(), "no object is left");
+}
