@@ -13,15 +13,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::session::AuthUser;
-use super::validate::Check;
-use super::{password, repo};
+use super::{password, repo, validate};
 use crate::app::AppState;
 use crate::db::Caller;
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
 use crate::files::routes::Avatar;
 use crate::http::client_ip::ClientIp;
-use crate::http::json::AppJson;
+use crate::http::json::{self, AppJson, Check, Validate};
 use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
 use crate::rate_limit::Limit;
 
@@ -91,10 +90,23 @@ pub struct PublicUser {
 pub struct SignupRequest {
     #[schema(format = Email, max_length = 254)]
     pub email: String,
-    #[schema(min_length = 1, max_length = 100)]
+    /// Trimmed; not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub name: String,
     #[schema(min_length = 12, max_length = 128)]
     pub password: String,
+}
+
+impl<S> Validate<S> for SignupRequest {
+    fn validate(&mut self, _: &S, check: &mut Check) {
+        check.rule("email", validate::email(&mut self.email));
+        check.rule("name", validate::name(&mut self.name));
+        check.rule("password", validate::new_password(&self.password));
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -107,15 +119,44 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-/// Fields to change; at least one.
+impl<S> Validate<S> for LoginRequest {
+    fn validate(&mut self, _: &S, check: &mut Check) {
+        check.rule("email", validate::email(&mut self.email));
+        check.rule("password", validate::entered_password(&self.password));
+    }
+}
+
+/// Fields to change; at least one. Neither can be unset: `null` is refused.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "Ada King"}))]
+#[schema(example = json!({"name": "Ada King"}), min_properties = 1)]
 pub struct UpdateMeRequest {
-    #[schema(min_length = 1, max_length = 100)]
+    /// Trimmed; not blank, no control characters.
+    #[serde(default, deserialize_with = "json::non_null")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub name: Option<String>,
-    #[schema(format = Email, max_length = 254)]
+    #[serde(default, deserialize_with = "json::non_null")]
+    #[schema(nullable = false, format = Email, max_length = 254)]
     pub email: Option<String>,
+}
+
+impl<S> Validate<S> for UpdateMeRequest {
+    fn validate(&mut self, _: &S, check: &mut Check) {
+        if let Some(name) = &mut self.name {
+            check.rule("name", validate::name(name));
+        }
+        if let Some(email) = &mut self.email {
+            check.rule("email", validate::email(email));
+        }
+        if self.name.is_none() && self.email.is_none() {
+            check.fail("body", "give at least one of: name, email");
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -126,6 +167,16 @@ pub struct ChangePasswordRequest {
     pub current_password: String,
     #[schema(min_length = 12, max_length = 128)]
     pub new_password: String,
+}
+
+impl<S> Validate<S> for ChangePasswordRequest {
+    fn validate(&mut self, _: &S, check: &mut Check) {
+        check.rule(
+            "current_password",
+            validate::entered_password(&self.current_password),
+        );
+        check.rule("new_password", validate::new_password(&self.new_password));
+    }
 }
 
 /// Create an account and log in.
@@ -147,17 +198,11 @@ async fn signup(
     session: Session,
     AppJson(body): AppJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
-    let mut check = Check::default();
-    let email = check.email("email", &body.email);
-    let name = check.name("name", &body.name);
-    check.password("password", &body.password);
-    check.finish()?;
-
     let hash = password::hash(body.password).await?;
     // The account and its welcome email commit together: no account without its email job,
     // no email for an account that was rolled back.
     let mut tx = state.db.write().begin().await?;
-    let user = repo::insert(&mut *tx, &email, &name, &hash).await?;
+    let user = repo::insert(&mut *tx, &body.email, &body.name, &hash).await?;
     let welcome = Job::WelcomeEmail(WelcomeEmail { user_id: user.id });
     jobs::enqueue(&mut tx, welcome, Some(user.id)).await?;
     tx.commit().await?;
@@ -207,18 +252,14 @@ async fn login(
     session: Session,
     AppJson(body): AppJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let mut check = Check::default();
-    let email = check.email("email", &body.email);
-    check.finish()?;
-
-    let limits = login_limits(&state, &email, &ip);
+    let limits = login_limits(&state, &body.email, &ip);
     for limit in &limits {
         if let Some(retry_after_secs) = limit.hit(&state.redis).await? {
             return Err(ApiError::RateLimited { retry_after_secs });
         }
     }
 
-    let credentials = repo::credentials_by_email(state.db.read_primary(), &email).await?;
+    let credentials = repo::credentials_by_email(state.db.read_primary(), &body.email).await?;
     let (id, hash) = credentials.unzip();
     if !password::verify(body.password, hash).await? {
         return Err(ApiError::InvalidCredentials);
@@ -309,6 +350,12 @@ pub struct DeleteMeRequest {
     pub password: String,
 }
 
+impl<S> Validate<S> for DeleteMeRequest {
+    fn validate(&mut self, _: &S, check: &mut Check) {
+        check.rule("password", validate::entered_password(&self.password));
+    }
+}
+
 /// A job accepted for later.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"job_id": "01JD3V9W5Q8K2M4N6P8R0T2V4X"}))]
@@ -395,19 +442,14 @@ async fn update_me(
     user: AuthUser,
     AppJson(body): AppJson<UpdateMeRequest>,
 ) -> Result<axum::Json<Me>, ApiError> {
-    let mut check = Check::default();
-    let name = body.name.as_deref().map(|n| check.name("name", n));
-    let email = body.email.as_deref().map(|e| check.email("email", e));
-    check.finish()?;
-    if name.is_none() && email.is_none() {
-        return Err(ApiError::invalid(
-            "body",
-            "give at least one of: name, email",
-        ));
-    }
-    let me = repo::update_profile(state.db.write(), user.id, name.as_deref(), email.as_deref())
-        .await?
-        .ok_or(ApiError::Unauthenticated)?;
+    let me = repo::update_profile(
+        state.db.write(),
+        user.id,
+        body.name.as_deref(),
+        body.email.as_deref(),
+    )
+    .await?
+    .ok_or(ApiError::Unauthenticated)?;
     state.db.wrote(&user.caller()).await;
     Ok(axum::Json(me.into()))
 }
@@ -433,10 +475,6 @@ async fn change_password(
     session: Session,
     AppJson(body): AppJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let mut check = Check::default();
-    check.password("new_password", &body.new_password);
-    check.finish()?;
-
     let current = repo::password_hash(state.db.read_primary(), user.id).await?;
     if current.is_none() {
         return Err(ApiError::Unauthenticated);
@@ -487,4 +525,25 @@ async fn get_user(
         avatar: Avatar::of(user.id, user.avatar_status.as_deref()).and_then(|a| a.url),
         name: user.name,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// The pattern is written out in the annotations (they take only a literal): it must be
+    /// the one that describes the rule.
+    #[test]
+    fn the_document_states_the_name_rule() {
+        for schema in [SignupRequest::schema(), UpdateMeRequest::schema()] {
+            let schema = serde_json::to_value(schema).expect("serialises");
+            assert_eq!(
+                schema["properties"]["name"]["pattern"],
+                validate::NAME_PATTERN,
+                "{schema}"
+            );
+        }
+    }
 }

@@ -17,9 +17,10 @@ use super::upload::{self, Rules};
 use super::{object_key, repo};
 use crate::accounts::AuthUser;
 use crate::app::AppState;
+use crate::config::FilesConfig;
 use crate::error::responses::{CrossSite, JsonBody, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
-use crate::http::json::AppJson;
+use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::middleware::MULTIPART_OVERHEAD;
 
 pub const TAG: &str = "files";
@@ -29,15 +30,46 @@ pub const TAG: &str = "files";
 pub const UPLOAD_ROUTES: &[(&str, &str)] =
     &[("POST", "/api/v1/files"), ("PUT", "/api/v1/me/avatar")];
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+/// The routes, documented with this deployment's upload limits.
+pub fn router(files: &FilesConfig) -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
         .routes(routes!(upload_file, list_files))
         .routes(routes!(create_upload))
         .routes(routes!(complete_upload))
         .routes(routes!(get_file, delete_file))
         .routes(routes!(download))
         .routes(routes!(upload_avatar))
-        .routes(routes!(avatar_image))
+        .routes(routes!(avatar_image));
+    document_upload_limits(router.get_openapi_mut(), files);
+    router
+}
+
+/// States `UPLOAD_MAX_BYTES` and `UPLOAD_ALLOWED_TYPES` in the schema of a direct upload, so
+/// that a client (or a fuzzer) can tell from the document alone which requests are accepted.
+/// They are configuration, which the annotations cannot know.
+fn document_upload_limits(doc: &mut utoipa::openapi::OpenApi, files: &FilesConfig) {
+    use utoipa::openapi::{RefOr, Schema};
+    let schema = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("CreateUploadRequest"));
+    let Some(RefOr::T(Schema::Object(request))) = schema else {
+        unreachable!("the document describes CreateUploadRequest as an object");
+    };
+    if let Some(RefOr::T(Schema::Object(size))) = request.properties.get_mut("size") {
+        let max = usize::try_from(files.max_bytes).unwrap_or(usize::MAX);
+        size.maximum = Some(utoipa::Number::UInt(max));
+    }
+    if let Some(RefOr::T(Schema::Object(content_type))) = request.properties.get_mut("content_type")
+    {
+        content_type.enum_values = Some(
+            files
+                .allowed_types
+                .iter()
+                .map(|t| t.as_str().into())
+                .collect(),
+        );
+    }
 }
 
 /// A file's metadata.
@@ -93,14 +125,16 @@ impl From<repo::FileRow> for FileMeta {
     }
 }
 
-/// The multipart body of an upload: the file in the part named `file`.
+/// The multipart body of an upload: the file in the part named `file`, and no other part.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents the multipart body; the handler streams it instead"
 )]
 pub struct UploadForm {
-    #[schema(value_type = String, format = Binary)]
+    /// Not empty.
+    #[schema(value_type = String, format = Binary, min_length = 1)]
     file: Vec<u8>,
 }
 
@@ -220,6 +254,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// The `next` cursor of the previous page.
+    #[param(value_type = Option<Uuid>)]
     before: Option<String>,
 }
 
@@ -288,14 +323,49 @@ async fn list_files(
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "holiday.jpg", "content_type": "image/jpeg", "size": 2483017}))]
 pub struct CreateUploadRequest {
-    /// A display name; never part of the storage key.
-    #[schema(max_length = 255)]
+    /// A display name, trimmed; never part of the storage key. Not blank, no control
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\u000B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub name: Option<String>,
-    /// One of the allowed types; the content is checked against it on completion.
+    /// One of the allowed types (`UPLOAD_ALLOWED_TYPES`); the content is checked against it
+    /// on completion.
     pub content_type: String,
-    /// The exact length in bytes the client will PUT.
+    /// The exact length in bytes the client will PUT, at most `UPLOAD_MAX_BYTES`.
+    #[serde(deserialize_with = "json::integer")]
     #[schema(minimum = 1)]
     pub size: i64,
+}
+
+impl Validate<AppState> for CreateUploadRequest {
+    fn validate(&mut self, state: &AppState, check: &mut Check) {
+        let files = &state.config.files;
+        if self.size < 1 || self.size as u64 > files.max_bytes {
+            check.fail(
+                "size",
+                format!("must be between 1 and {} bytes", files.max_bytes),
+            );
+        }
+        // The declared type is compared with the content later, in its normal form.
+        match super::sniff::declared(Some(&self.content_type)) {
+            Some(t) if files.allowed_types.contains(&t) => self.content_type = t,
+            _ => check.fail(
+                "content_type",
+                format!("must be one of {}", files.allowed_types.join(", ")),
+            ),
+        }
+        if let Some(name) = &mut self.name {
+            // Counted as sent, like the document's maxLength; stored trimmed.
+            let sent = name.chars().count();
+            *name = name.trim().to_owned();
+            if sent > 255 || name.is_empty() || name.chars().any(char::is_control) {
+                check.fail("name", "must be 1 to 255 printable characters");
+            }
+        }
+    }
 }
 
 /// Where and how to PUT the bytes.
@@ -337,47 +407,15 @@ async fn create_upload(
     user: AuthUser,
     AppJson(body): AppJson<CreateUploadRequest>,
 ) -> Result<Response, ApiError> {
-    let files = &state.config.files;
-    let mut errors = crate::error::FieldErrors::new();
-    if body.size < 1 || body.size as u64 > files.max_bytes {
-        errors
-            .entry("size".into())
-            .or_default()
-            .push(format!("must be between 1 and {} bytes", files.max_bytes));
-    }
-    let content_type = super::sniff::declared(Some(&body.content_type));
-    let content_type = match content_type {
-        Some(t) if files.allowed_types.contains(&t) => Some(t),
-        _ => {
-            errors
-                .entry("content_type".into())
-                .or_default()
-                .push(format!("must be one of {}", files.allowed_types.join(", ")));
-            None
-        }
-    };
-    let name = body.name.as_deref().map(str::trim);
-    if name
-        .is_some_and(|n| n.is_empty() || n.chars().count() > 255 || n.chars().any(char::is_control))
-    {
-        errors
-            .entry("name".into())
-            .or_default()
-            .push("must be 1 to 255 printable characters".into());
-    }
-    let (Some(content_type), true) = (content_type, errors.is_empty()) else {
-        return Err(ApiError::Validation(errors));
-    };
-
     let id = Uuid::now_v7();
     let key = object_key::file(user.id, id);
-    let ttl = files.upload_url_ttl;
+    let ttl = state.config.files.upload_url_ttl;
     // The URL writes to the staging area; `complete` moves the checked bytes to `key`.
     let target = state
         .storage
         .presign_put(
             &object_key::staging(user.id, id),
-            &content_type,
+            &body.content_type,
             body.size as u64,
             ttl,
         )
@@ -388,9 +426,9 @@ async fn create_upload(
         owner_id: user.id,
         purpose: "upload",
         object_key: &key,
-        name,
+        name: body.name.as_deref(),
         size_bytes: body.size,
-        content_type: &content_type,
+        content_type: &body.content_type,
         sha256: None,
         status: "pending",
         upload_expires_at: Some(expires_at),
@@ -716,4 +754,34 @@ async fn avatar_image(
         )
         .await?;
     Ok(redirect_to(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn the_document_states_the_upload_limits_of_the_deployment() {
+        let vars = HashMap::from([
+            ("UPLOAD_MAX_BYTES".to_owned(), "1048576".to_owned()),
+            (
+                "UPLOAD_ALLOWED_TYPES".to_owned(),
+                "image/png,text/plain".to_owned(),
+            ),
+        ]);
+        let files = FilesConfig::from_source(&vars).expect("valid");
+        let doc = serde_json::to_value(router(&files).get_openapi()).expect("serialises");
+        let request = &doc["components"]["schemas"]["CreateUploadRequest"]["properties"];
+        assert_eq!(request["size"]["maximum"], 1_048_576);
+        assert_eq!(
+            request["content_type"]["enum"],
+            serde_json::json!(["image/png", "text/plain"])
+        );
+        assert_eq!(
+            request["name"]["pattern"],
+            crate::accounts::validate::NAME_PATTERN
+        );
+    }
 }

@@ -58,7 +58,8 @@ impl Stored {
     }
 }
 
-/// Streams the part named `file` of `multipart` to `key`. Other parts are skipped.
+/// Streams the part named `file` of `multipart` to `key`. The body has no other part: one is
+/// refused with 422, like an unknown field of a JSON body, and a file stored by then deleted.
 #[tracing::instrument(skip_all, fields(key))]
 pub async fn receive(
     storage: &Storage,
@@ -67,19 +68,34 @@ pub async fn receive(
     rules: Rules<'_>,
     size_hint: Option<u64>,
 ) -> Result<Stored, ApiError> {
-    loop {
-        match multipart.next_field().await.map_err(broken_body)? {
-            Some(field) if field.name() == Some("file") => {
-                return stream_field(storage, field, key, rules, size_hint).await;
-            }
-            Some(_) => continue,
-            None => {
-                return Err(ApiError::invalid(
-                    "file",
-                    "is required: send the file as the multipart part named \"file\"",
-                ));
-            }
+    let stored = match multipart.next_field().await.map_err(broken_body)? {
+        Some(field) if field.name() == Some("file") => {
+            stream_field(storage, field, key, rules, size_hint).await?
         }
+        Some(field) => return Err(extra_part(field.name())),
+        None => {
+            return Err(ApiError::invalid(
+                "file",
+                "is required: send the file as the multipart part named \"file\"",
+            ));
+        }
+    };
+    let rest = match multipart.next_field().await {
+        Ok(None) => return Ok(stored),
+        Ok(Some(field)) => extra_part(field.name()),
+        Err(e) => broken_body(e),
+    };
+    if let Err(e) = storage.delete_object(key).await {
+        tracing::warn!(%key, error = %e, "could not delete the object of a refused upload");
+    }
+    Err(rest)
+}
+
+fn extra_part(name: Option<&str>) -> ApiError {
+    match name {
+        Some("file") => ApiError::invalid("file", "appears more than once"),
+        Some(name) => ApiError::invalid(name, "is not a known part"),
+        None => ApiError::invalid("body", "has a part without a name"),
     }
 }
 

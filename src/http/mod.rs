@@ -66,7 +66,7 @@ async fn not_found() -> Problem {
 pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     // Everything behind a session: accounts, files and jobs.
     let accounts = crate::accounts::routes::router()
-        .merge(crate::files::routes::router())
+        .merge(crate::files::routes::router(&state.config.files))
         .merge(crate::jobs::routes::router())
         .layer(state.sessions.layer(&state.config.auth))
         .layer(axum::middleware::from_fn_with_state(

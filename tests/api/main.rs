@@ -26,3 +26,4 @@ mod topology_jobs;
 mod topology_replicas;
 mod topology_traces;
 pub mod traces;
+mod validation;
