@@ -119,7 +119,7 @@ pub struct ConfigError {
 }
 
 /// A value that must never reach a log line or an error message (passwords, keys, URLs that
-/// embed credentials). `Debug` and `Display` print a placeholder.
+/// embed credentials). `Debug` prints a placeholder, and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 

@@ -195,6 +195,16 @@ fn env_example_names_exactly_the_declared_variables_with_their_defaults() {
 }
 
 #[test]
+fn env_example_presents_the_variables_concern_by_concern_in_declared_order() {
+    let shown: Vec<String> = env_example().into_iter().map(|e| e.name).collect();
+    let declared: Vec<&str> = declared().map(|v| v.name).collect();
+    assert_eq!(
+        shown, declared,
+        "order .env.example as ALL_VARS and each VARS are"
+    );
+}
+
+#[test]
 fn the_example_is_a_working_configuration_and_the_code_reads_exactly_the_declared_variables() {
     let vars = env_example()
         .into_iter()
