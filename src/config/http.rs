@@ -1,0 +1,62 @@
+//! The public API listener (`scaleout serve`).
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `SCALEOUT_HTTP_ADDR` | `127.0.0.1:8080` | Address of the public API listener (containers use `0.0.0.0:8080`) |
+//! | `HTTP_REQUEST_TIMEOUT_MS` | `15000` | A request still running after this long is answered 503 |
+//! | `HTTP_BODY_LIMIT_BYTES` | `1048576` | Largest request body accepted; larger ones get 413 |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{ConfigError, Fallback, Reader, Source, Var};
+
+pub const VARS: &[Var] = &[
+    Var {
+        name: "SCALEOUT_HTTP_ADDR",
+        default: Fallback::Value("127.0.0.1:8080"),
+        about: "Address of the public API listener (containers use `0.0.0.0:8080`)",
+    },
+    Var {
+        name: "HTTP_REQUEST_TIMEOUT_MS",
+        default: Fallback::Value("15000"),
+        about: "A request still running after this long is answered 503",
+    },
+    Var {
+        name: "HTTP_BODY_LIMIT_BYTES",
+        default: Fallback::Value("1048576"),
+        about: "Largest request body accepted; larger ones get 413",
+    },
+];
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+}
+
+impl HttpConfig {
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader::new(source, VARS);
+        Ok(Self {
+            addr: r.parse("SCALEOUT_HTTP_ADDR")?,
+            request_timeout: r.duration("HTTP_REQUEST_TIMEOUT_MS", Duration::from_millis)?,
+            body_limit_bytes: r.positive("HTTP_BODY_LIMIT_BYTES")? as usize,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::source;
+
+    #[test]
+    fn a_malformed_number_is_named_with_its_value() {
+        let err = HttpConfig::from_source(&source(&[("HTTP_REQUEST_TIMEOUT_MS", "soon")]))
+            .expect_err("refused");
+        assert_eq!(err.var, "HTTP_REQUEST_TIMEOUT_MS");
+        assert!(err.problem.contains("\"soon\""), "{err}");
+    }
+}
