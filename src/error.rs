@@ -320,8 +320,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Unique constraints whose violation is the client's doing, with what to tell them: the
+/// database decides (two instances racing on one email cannot both succeed), and this table
+/// alone turns its verdict into a 409.
+const CONFLICTS: &[(&str, &str)] = &[(
+    "users_email_key",
+    "an account with this email already exists",
+)];
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && let Some(constraint) = db.constraint()
+            && let Some((_, detail)) = CONFLICTS.iter().find(|(name, _)| *name == constraint)
+        {
+            return Self::Conflict((*detail).to_owned());
+        }
         match e {
             // The database is away or saturated: the client may retry, elsewhere or later.
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
@@ -352,5 +366,20 @@ impl From<crate::redis_client::RedisError> for ApiError {
 impl From<tower_sessions::session::Error> for ApiError {
     fn from(e: tower_sessions::session::Error) -> Self {
         Self::unavailable("sessions", e)
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        Self::unavailable("object storage", e)
+    }
+}
+
+impl From<crate::jobs::EnqueueError> for ApiError {
+    fn from(e: crate::jobs::EnqueueError) -> Self {
+        match e {
+            crate::jobs::EnqueueError::Database(e) => e.into(),
+            other => Self::Internal(other.into()),
+        }
     }
 }

@@ -44,12 +44,6 @@ pub struct StorageError {
     pub message: String,
 }
 
-impl From<StorageError> for crate::error::ApiError {
-    fn from(e: StorageError) -> Self {
-        Self::unavailable("object storage", e)
-    }
-}
-
 /// What `HEAD` says about an object.
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {

@@ -40,7 +40,7 @@ async fn worker_health(State(state): State<WorkerState>) -> Response {
 /// Ready when the worker can reach what its jobs need.
 async fn worker_ready(State(state): State<WorkerState>) -> Response {
     let timeout = state.config.ready.check_timeout;
-    let primary = state.db.write().clone();
+    let primary = state.db.primary_pool().clone();
     let (primary, redis) = tokio::join!(
         health::check("primary", timeout, async move {
             sqlx::query_scalar::<_, i32>("select 1")
@@ -125,7 +125,7 @@ pub async fn run_until(
     let internal = tokio::spawn(internal::serve(listener, router, async move {
         let _ = done_rx.await;
     }));
-    let pool = db.write().clone();
+    let pool = db.primary_pool().clone();
     let scheduler = tokio::spawn(jobs::schedule::run(
         pool.clone(),
         config.jobs.purge_interval,

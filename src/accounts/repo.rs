@@ -1,12 +1,13 @@
-//! SQL for accounts, checked against the schema at compile time (sqlx's macros; offline data
-//! in `.sqlx/`). The executor says where a query runs; handlers choose it at the call site
-//! (`db.write()`, `db.read(&caller, ..)`, `db.read_primary()`).
+//! All SQL on `users`, checked against the schema at compile time (sqlx's macros; offline
+//! data in `.sqlx/`). Other modules (files, jobs) call these functions rather than carry
+//! their own statements on the table. The executor says where a query runs; callers choose
+//! it at the call site (a `Write` from `db.begin(..)`, `db.read(&caller, ..)`,
+//! `db.read_primary()`). Errors are the database's: `error.rs` alone turns them into HTTP
+//! statuses (a taken email, by its constraint name, into a 409).
 
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-use crate::error::ApiError;
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -19,37 +20,26 @@ pub struct User {
     pub updated_at: OffsetDateTime,
 }
 
-/// Turns the unique index on lower(email) into a 409: the database decides, so two instances
-/// racing on one address cannot both succeed.
-fn email_taken(e: sqlx::Error) -> ApiError {
-    match &e {
-        sqlx::Error::Database(db) if db.constraint() == Some("users_email_key") => {
-            ApiError::Conflict("an account with this email already exists".into())
-        }
-        _ => e.into(),
-    }
-}
-
 #[tracing::instrument(skip_all)]
 pub async fn insert(
     db: impl PgExecutor<'_>,
+    id: Uuid,
     email: &str,
     name: &str,
     password_hash: &str,
-) -> Result<User, ApiError> {
+) -> Result<User, sqlx::Error> {
     sqlx::query_as!(
         User,
         "insert into users (id, email, name, password_hash)
          values ($1, $2, $3, $4)
          returning id, email, name, avatar_status, created_at, updated_at",
-        Uuid::now_v7(),
+        id,
         email,
         name,
         password_hash,
     )
     .fetch_one(db)
     .await
-    .map_err(email_taken)
 }
 
 /// The user and their password hash, for login and password checks.
@@ -57,7 +47,7 @@ pub async fn insert(
 pub async fn credentials_by_email(
     db: impl PgExecutor<'_>,
     email: &str,
-) -> Result<Option<(Uuid, String)>, ApiError> {
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
     let row = sqlx::query!(
         // An account being deleted cannot log in: it answers like an unknown email.
         "select id, password_hash from users
@@ -70,12 +60,13 @@ pub async fn credentials_by_email(
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn password_hash(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>, ApiError> {
-    Ok(
-        sqlx::query_scalar!("select password_hash from users where id = $1", id)
-            .fetch_optional(db)
-            .await?,
-    )
+pub async fn password_hash(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!("select password_hash from users where id = $1", id)
+        .fetch_optional(db)
+        .await
 }
 
 #[tracing::instrument(skip_all)]
@@ -96,7 +87,7 @@ pub async fn update_profile(
     id: Uuid,
     name: Option<&str>,
     email: Option<&str>,
-) -> Result<Option<User>, ApiError> {
+) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
         "update users
@@ -109,11 +100,14 @@ pub async fn update_profile(
     )
     .fetch_optional(db)
     .await
-    .map_err(email_taken)
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn set_password(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> Result<(), ApiError> {
+pub async fn set_password(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    hash: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update users set password_hash = $2, updated_at = now() where id = $1",
         id,
@@ -126,7 +120,7 @@ pub async fn set_password(db: impl PgExecutor<'_>, id: Uuid, hash: &str) -> Resu
 
 /// Marks the account for deletion; false if it already was.
 #[tracing::instrument(skip_all)]
-pub async fn mark_for_deletion(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, ApiError> {
+pub async fn mark_for_deletion(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "update users set deletion_requested_at = now(), updated_at = now()
           where id = $1 and deletion_requested_at is null",
@@ -135,4 +129,172 @@ pub async fn mark_for_deletion(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Whether the account asked to be deleted: `None` once it is gone.
+#[tracing::instrument(skip_all)]
+pub async fn marked_for_deletion(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select deletion_requested_at is not null as "marked!" from users where id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes an account marked for deletion (not one that was not).
+#[tracing::instrument(skip_all)]
+pub async fn delete_marked(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "delete from users where id = $1 and deletion_requested_at is not null",
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Where a welcome email goes: the address and name of an account not being deleted.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub email: String,
+    pub name: String,
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn recipient(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Recipient>, sqlx::Error> {
+    sqlx::query_as!(
+        Recipient,
+        "select email, name from users where id = $1 and deletion_requested_at is null",
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+// --- avatars: which file is the user's avatar, and the state of its thumbnail ---------------
+
+/// Locks the account's row for an avatar change and returns its current avatar file, if any.
+/// `None` when the account is gone or being deleted. The lock orders two avatar changes of one
+/// user, so each sees the other's file as the one it replaces.
+#[tracing::instrument(skip_all)]
+pub async fn lock_for_avatar(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Option<Uuid>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select avatar_file_id from users
+          where id = $1 and deletion_requested_at is null
+            for update",
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Points the account at a new avatar file, waiting for its thumbnail.
+#[tracing::instrument(skip_all)]
+pub async fn set_avatar_pending(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    file: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update users
+            set avatar_file_id = $2, avatar_status = 'pending', avatar_thumbnail_key = null,
+                updated_at = now()
+          where id = $1",
+        id,
+        file
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether `file` is still the avatar of the account (not replaced, not being deleted).
+#[tracing::instrument(skip_all)]
+pub async fn has_avatar(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    file: Uuid,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "select 1 as \"one!\" from users
+          where id = $1 and avatar_file_id = $2 and deletion_requested_at is null",
+        id,
+        file
+    )
+    .fetch_optional(db)
+    .await?
+    .is_some())
+}
+
+/// Marks avatar `file` as undecodable, if it is still the account's avatar.
+#[tracing::instrument(skip_all)]
+pub async fn set_avatar_failed(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    file: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update users set avatar_status = 'failed', updated_at = now()
+          where id = $1 and avatar_file_id = $2 and deletion_requested_at is null",
+        id,
+        file
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks avatar `file` ready with its thumbnail; false if it is no longer the account's
+/// avatar (replaced, or the account is being deleted).
+#[tracing::instrument(skip_all)]
+pub async fn set_avatar_ready(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    file: Uuid,
+    thumbnail_key: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "update users set avatar_status = 'ready', avatar_thumbnail_key = $3, updated_at = now()
+          where id = $1 and avatar_file_id = $2 and deletion_requested_at is null",
+        id,
+        file,
+        thumbnail_key
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Drops the account's avatar reference, so that its files can go.
+#[tracing::instrument(skip_all)]
+pub async fn unhook_avatar(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("update users set avatar_file_id = null where id = $1", id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Where the account's thumbnail is, when its avatar is ready.
+#[tracing::instrument(skip_all)]
+pub async fn thumbnail_key(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "select avatar_thumbnail_key from users where id = $1 and avatar_status = 'ready'",
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .flatten())
 }

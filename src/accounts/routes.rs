@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::session::AuthUser;
 use super::{password, repo, validate};
 use crate::app::AppState;
-use crate::db::Caller;
+use crate::db::{Caller, Writer};
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
 use crate::files::routes::Avatar;
@@ -201,13 +201,12 @@ async fn signup(
     let hash = password::hash(body.password).await?;
     // The account and its welcome email commit together: no account without its email job,
     // no email for an account that was rolled back.
-    let mut tx = state.db.write().begin().await?;
-    let user = repo::insert(&mut *tx, &body.email, &body.name, &hash).await?;
+    let id = Uuid::now_v7();
+    let mut write = state.db.begin(Writer::User(id)).await?;
+    let user = repo::insert(&mut *write, id, &body.email, &body.name, &hash).await?;
     let welcome = Job::WelcomeEmail(WelcomeEmail { user_id: user.id });
-    jobs::enqueue(&mut tx, welcome, Some(user.id)).await?;
-    tx.commit().await?;
-    jobs::enqueued("welcome_email");
-    state.db.wrote(&Caller::User(user.id)).await;
+    jobs::enqueue(&mut write, welcome, Some(user.id)).await?;
+    write.commit().await?;
     state.sessions.start(&session, user.id).await?;
     Ok((StatusCode::CREATED, axum::Json(Me::from(user))).into_response())
 }
@@ -398,17 +397,15 @@ async fn delete_me(
         });
     }
     // The mark and the job commit together: a marked account always has its deletion job.
-    let mut tx = state.db.write().begin().await?;
-    if !repo::mark_for_deletion(&mut *tx, user.id).await? {
+    let mut write = state.db.begin(user.writer()).await?;
+    if !repo::mark_for_deletion(&mut *write, user.id).await? {
         return Err(ApiError::Conflict(
             "the account is already being deleted".into(),
         ));
     }
     let job = Job::DeleteAccount(DeleteAccount { user_id: user.id });
-    let job_id = jobs::enqueue(&mut tx, job, Some(user.id)).await?;
-    tx.commit().await?;
-    jobs::enqueued("delete_account");
-    state.db.wrote(&user.caller()).await;
+    let job_id = jobs::enqueue(&mut write, job, Some(user.id)).await?;
+    write.commit().await?;
     // Marked accounts cannot log in; ending the sessions now logs this one out everywhere. The
     // job ends them again, in case Redis fails here.
     let ended = async {
@@ -442,15 +439,16 @@ async fn update_me(
     user: AuthUser,
     AppJson(body): AppJson<UpdateMeRequest>,
 ) -> Result<axum::Json<Me>, ApiError> {
+    let mut write = state.db.begin(user.writer()).await?;
     let me = repo::update_profile(
-        state.db.write(),
+        &mut *write,
         user.id,
         body.name.as_deref(),
         body.email.as_deref(),
     )
     .await?
     .ok_or(ApiError::Unauthenticated)?;
-    state.db.wrote(&user.caller()).await;
+    write.commit().await?;
     Ok(axum::Json(me.into()))
 }
 
@@ -489,8 +487,9 @@ async fn change_password(
     // Other sessions end before the password changes: if Redis fails here, nothing has
     // changed but sessions ended, which is the safe way to fail.
     state.sessions.end_all_except(user.id, session.id()).await?;
-    repo::set_password(state.db.write(), user.id, &hash).await?;
-    state.db.wrote(&user.caller()).await;
+    let mut write = state.db.begin(user.writer()).await?;
+    repo::set_password(&mut *write, user.id, &hash).await?;
+    write.commit().await?;
     // The surviving session gets a new id too: a stolen copy of its cookie dies here.
     state.sessions.start(&session, user.id).await?;
     state.sessions.end_all_except(user.id, session.id()).await?;

@@ -18,7 +18,7 @@ use tower_sessions_redis_store::fred::prelude::{Builder, Config, Pool, Reconnect
 use uuid::Uuid;
 
 use crate::config::{AuthConfig, RedisConfig};
-use crate::db::Caller;
+use crate::db::{Caller, Writer};
 use crate::error::ApiError;
 use crate::redis_client::RedisClient;
 
@@ -170,6 +170,11 @@ impl AuthUser {
     /// The caller as the database's read routing knows it.
     pub fn caller(self) -> Caller {
         Caller::User(self.id)
+    }
+
+    /// Writes made for this user: their next reads see them (see `db::write`).
+    pub fn writer(self) -> Writer {
+        Writer::User(self.id)
     }
 }
 

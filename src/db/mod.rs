@@ -2,8 +2,9 @@
 //! their own writes.
 //!
 //! Call sites say where each query goes:
-//! - `db.write()`: the primary, for every change. After a committed change, `db.wrote(&caller)`
-//!   stores the primary's WAL position for that user in Redis (with a TTL).
+//! - `db.begin(Writer::User(id))`: a unit of work on the primary, for every change (see
+//!   [`write`]). Its `commit()` also stores the primary's WAL position for that user in Redis
+//!   (with a TTL), so their reads see the change: no call site can forget it.
 //! - `db.read(&caller, |pool| query)`: a healthy replica that has replayed the caller's last
 //!   write, else the primary (see [`routing`] for the whole table). A replica that fails
 //!   mid-query is marked down and the query runs again on the primary: a replica outage
@@ -16,6 +17,9 @@
 pub mod lsn;
 pub mod routing;
 pub mod timing;
+pub mod write;
+
+pub use write::{Write, Writer};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -140,8 +144,16 @@ impl Db {
         })))
     }
 
-    /// The primary: every write, and reads inside a write's transaction.
-    pub fn write(&self) -> &PgPool {
+    /// Opens a unit of work on the primary for `writer`: every application write goes
+    /// through one (see [`write`]).
+    pub async fn begin(&self, writer: Writer) -> Result<Write, sqlx::Error> {
+        Write::begin(self, writer).await
+    }
+
+    /// The primary pool itself, for infrastructure that runs its own statements: the job
+    /// queue's storage (apalis lives in the primary), readiness checks. Application writes go
+    /// through [`Db::begin`], which also keeps read-your-writes.
+    pub fn primary_pool(&self) -> &PgPool {
         &self.0.primary
     }
 
@@ -193,8 +205,9 @@ impl Db {
     }
 
     /// Records that `caller` has just committed a write: until every replica has replayed the
-    /// primary's current WAL position, their reads go to the primary. Call after the commit.
-    pub async fn wrote(&self, caller: &Caller) {
+    /// primary's current WAL position, their reads go to the primary. [`Write::commit`] calls
+    /// it; nothing else should.
+    async fn wrote(&self, caller: &Caller) {
         let (Caller::User(user), Some(redis)) = (caller, &self.0.redis) else {
             return;
         };

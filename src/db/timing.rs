@@ -3,8 +3,8 @@
 //! sqlx reports every statement as a tracing event (`sqlx::query`, with `elapsed_secs`); this
 //! layer turns those into the histogram. The role comes from the enclosing `db` span that
 //! `Db::read` opens around a routed read (`db.role = "replica"` or `"primary"`). A statement
-//! outside such a span ran on the primary: `db.write()` and `db.read_primary()` are the only
-//! other ways to reach a pool.
+//! outside such a span ran on the primary: `db.begin(..)`, `db.read_primary()` and
+//! `db.primary_pool()` are the only other ways to reach a pool.
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};

@@ -4,7 +4,9 @@
 use uuid::Uuid;
 
 use super::{object_key, repo, upload::Stored};
+use crate::accounts;
 use crate::app::AppState;
+use crate::db::Writer;
 use crate::error::ApiError;
 use crate::jobs::{self, Job, thumbnail::MakeThumbnail};
 
@@ -26,43 +28,33 @@ pub async fn replace(
     key: &str,
     stored: &Stored,
 ) -> Result<Option<Replaced>, ApiError> {
-    let mut tx = state.db.write().begin().await?;
+    let mut write = state.db.begin(Writer::User(user)).await?;
     // The user row first: two avatar uploads at once then replace one another in order, each
     // seeing the other's file as the previous one. (Inserting the file first would take a
     // shared lock on the row through the foreign key, and two uploads would deadlock.)
-    let previous = sqlx::query!(
-        r#"select u.avatar_file_id, f.object_key as "object_key?"
-             from users u left join files f on f.id = u.avatar_file_id
-            where u.id = $1 and u.deletion_requested_at is null
-              for update of u"#,
-        user
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    // Gone, or being deleted: the deletion job may already have listed the objects.
-    .ok_or(ApiError::Unauthenticated)?;
-    repo::insert(&mut *tx, &stored.as_new_file(file_id, user, "avatar", key))
+    let previous = accounts::repo::lock_for_avatar(&mut *write, user)
         .await?
+        // Gone, or being deleted: the deletion job may already have listed the objects.
         .ok_or(ApiError::Unauthenticated)?;
-    sqlx::query!(
-        "update users
-            set avatar_file_id = $2, avatar_status = 'pending', avatar_thumbnail_key = null,
-                updated_at = now()
-          where id = $1",
-        user,
-        file_id
+    let previous_key = match previous {
+        Some(file) => repo::object_key(&mut *write, file).await?,
+        None => None,
+    };
+    repo::insert(
+        &mut *write,
+        &stored.as_new_file(file_id, user, "avatar", key),
     )
-    .execute(&mut *tx)
-    .await?;
+    .await?
+    .ok_or(ApiError::Unauthenticated)?;
+    accounts::repo::set_avatar_pending(&mut *write, user, file_id).await?;
     // The thumbnail job commits with the avatar it is for.
     let job = Job::MakeThumbnail(MakeThumbnail {
         user_id: user,
         file_id,
     });
-    jobs::enqueue(&mut tx, job, Some(user)).await?;
-    tx.commit().await?;
-    jobs::enqueued("make_thumbnail");
-    Ok(match (previous.avatar_file_id, previous.object_key) {
+    jobs::enqueue(&mut write, job, Some(user)).await?;
+    write.commit().await?;
+    Ok(match (previous, previous_key) {
         (Some(file_id), Some(object_key)) => Some(Replaced {
             file_id,
             object_key,
@@ -83,21 +75,12 @@ pub async fn discard(state: &AppState, replaced: &Replaced) {
             return;
         }
     }
-    if let Err(e) = repo::delete(state.db.write(), replaced.file_id).await {
+    let deleted = async {
+        let mut write = state.db.begin(Writer::System).await?;
+        repo::delete(&mut *write, replaced.file_id).await?;
+        write.commit().await
+    };
+    if let Err(e) = deleted.await {
         tracing::warn!(file = %replaced.file_id, error = %e, "could not delete a replaced avatar's row");
     }
-}
-
-/// Where `user`'s thumbnail is, when their avatar is ready.
-pub async fn thumbnail_key(
-    db: impl sqlx::PgExecutor<'_>,
-    user: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
-    Ok(sqlx::query_scalar!(
-        "select avatar_thumbnail_key from users where id = $1 and avatar_status = 'ready'",
-        user
-    )
-    .fetch_optional(db)
-    .await?
-    .flatten())
 }

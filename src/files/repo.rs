@@ -1,5 +1,6 @@
-//! SQL for files. Every query names the owner: a file is visible to its owner only, and the
-//! database enforces it in the `where` clause rather than the handler after the fact.
+//! All SQL on `files`. Queries made for a user name the owner: a file is visible to its owner
+//! only, and the database enforces it in the `where` clause rather than the handler after the
+//! fact. The jobs that sweep files (the purge, account deletion) call the functions at the end.
 
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
@@ -153,4 +154,71 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Err
         .execute(db)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// The object key of file `id`, whoever owns it: for jobs that already know the owner.
+#[tracing::instrument(skip_all, fields(file = %id))]
+pub async fn object_key(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!("select object_key from files where id = $1", id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A pending upload whose URL expired more than `grace` ago, claimed for deletion.
+#[derive(Debug, Clone, Copy)]
+pub struct Abandoned {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+}
+
+/// Claims (row-locks, skipping rows others hold) up to `limit` abandoned uploads, oldest
+/// first, for the rest of the transaction.
+#[tracing::instrument(skip_all)]
+pub async fn claim_abandoned(
+    db: impl PgExecutor<'_>,
+    grace: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<Abandoned>, sqlx::Error> {
+    let grace = sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: i64::try_from(grace.as_micros()).unwrap_or(i64::MAX),
+    };
+    sqlx::query_as!(
+        Abandoned,
+        "select id, owner_id from files
+          where status = 'pending' and upload_expires_at < now() - $1::interval
+          order by upload_expires_at
+          limit $2
+          for update skip locked",
+        grace,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!("delete from files where id = any($1)", ids)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `limit` of `owner`'s files; returns how many went (0: none left).
+#[tracing::instrument(skip_all)]
+pub async fn delete_batch_of_owner(
+    db: impl PgExecutor<'_>,
+    owner: Uuid,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "delete from files where id in (select id from files where owner_id = $1 limit $2)",
+        owner,
+        limit
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -221,7 +221,13 @@ async fn upload_file(
         .store(&state, &key, files.max_bytes, &files.allowed_types)
         .await?;
     let new = stored.as_new_file(id, user.id, "upload", &key);
-    let file = match repo::insert(state.db.write(), &new).await {
+    let recorded = async {
+        let mut write = state.db.begin(user.writer()).await?;
+        let file = repo::insert(&mut *write, &new).await?;
+        write.commit().await?;
+        Ok::<_, sqlx::Error>(file)
+    };
+    let file = match recorded.await {
         Ok(Some(file)) => file,
         // The account is being deleted: the object must not outlive it.
         Ok(None) => {
@@ -234,7 +240,6 @@ async fn upload_file(
             return Err(e.into());
         }
     };
-    state.db.wrote(&user.caller()).await;
     Ok((StatusCode::CREATED, axum::Json(FileMeta::from(file))).into_response())
 }
 
@@ -433,10 +438,11 @@ async fn create_upload(
         status: "pending",
         upload_expires_at: Some(expires_at),
     };
-    let file = repo::insert(state.db.write(), &new)
+    let mut write = state.db.begin(user.writer()).await?;
+    let file = repo::insert(&mut *write, &new)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
-    state.db.wrote(&user.caller()).await;
+    write.commit().await?;
     let created = CreatedUpload {
         file: file.into(),
         upload: UploadTarget {
@@ -477,9 +483,9 @@ async fn complete_upload(
     }
     // Claimed for the whole check: the purge skips a claimed file, and a second `complete`
     // waits for this one, then finds the file available.
-    let mut tx = state.db.write().begin().await?;
-    let Some(file) = repo::claim_pending(&mut *tx, file.id).await? else {
-        drop(tx);
+    let mut write = state.db.begin(user.writer()).await?;
+    let Some(file) = repo::claim_pending(&mut *write, file.id).await? else {
+        drop(write);
         let file = repo::find_owned(state.db.read_primary(), user.id, file.id)
             .await?
             .ok_or(ApiError::NotFound)?;
@@ -517,11 +523,10 @@ async fn complete_upload(
         .storage
         .copy_object(&staging, &file.object_key)
         .await?;
-    let file = repo::mark_available(&mut *tx, file.id)
+    let file = repo::mark_available(&mut *write, file.id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    state.db.wrote(&user.caller()).await;
+    write.commit().await?;
     // Best effort: a leftover staging object is swept by the purge job.
     discard_object(&state, &staging).await;
     Ok(axum::Json(file.into()))
@@ -645,8 +650,9 @@ async fn delete_file(
     // Object first: if storage is down the row stays and the client can retry; the reverse
     // order would leave an object no row points to.
     state.storage.delete_object(&file.object_key).await?;
-    repo::delete(state.db.write(), file.id).await?;
-    state.db.wrote(&user.caller()).await;
+    let mut write = state.db.begin(user.writer()).await?;
+    repo::delete(&mut *write, file.id).await?;
+    write.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -708,7 +714,6 @@ async fn upload_avatar(
             return Err(e);
         }
     };
-    state.db.wrote(&user.caller()).await;
     if let Some(previous) = previous {
         super::avatar::discard(&state, &previous).await;
     }
@@ -740,7 +745,7 @@ async fn avatar_image(
     let key = state
         .db
         .read(&caller, |db| async move {
-            super::avatar::thumbnail_key(&db, id).await
+            crate::accounts::repo::thumbnail_key(&db, id).await
         })
         .await?
         .ok_or(ApiError::NotFound)?;

@@ -164,7 +164,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             .map(|_| ())
     };
     let (primary, replica, redis, storage) = tokio::join!(
-        check("primary", timeout, select_one(state.db.write().clone())),
+        check(
+            "primary",
+            timeout,
+            select_one(state.db.primary_pool().clone())
+        ),
         check(
             "replica",
             timeout,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::worker::JobContext;
+use crate::db::Writer;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Canary {
@@ -27,15 +28,18 @@ pub struct Canary {
 
 impl Canary {
     pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
+        let db = &ctx.state.db;
         // Each attempt's start, once: the gaps between attempts show the backoff.
+        let mut write = db.begin(Writer::System).await?;
         sqlx::query!(
             "insert into canary_attempts (job_id, attempt) values ($1, $2)
              on conflict (job_id, attempt) do nothing",
             ctx.job_id,
             i32::try_from(ctx.attempt).unwrap_or(i32::MAX)
         )
-        .execute(ctx.state.db.write())
+        .execute(&mut *write)
         .await?;
+        write.commit().await?;
         tokio::time::sleep(Duration::from_millis(self.hold_ms)).await;
         if ctx.attempt <= self.fail_attempts {
             anyhow::bail!(
@@ -44,13 +48,15 @@ impl Canary {
                 self.fail_attempts
             );
         }
+        let mut write = db.begin(Writer::System).await?;
         sqlx::query!(
             "insert into canary_effects (job_id) values ($1)
              on conflict (job_id) do update set runs = canary_effects.runs + 1",
             ctx.job_id
         )
-        .execute(ctx.state.db.write())
+        .execute(&mut *write)
         .await?;
+        write.commit().await?;
         Ok(())
     }
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::worker::JobContext;
+use crate::db::Writer;
 use crate::files::object_key;
+use crate::{accounts, files};
 
 /// Rows per delete statement.
 const BATCH: i64 = 500;
@@ -26,15 +28,9 @@ impl DeleteAccount {
     pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
         let user = self.user_id;
         let state = ctx.state;
-        let db = state.db.write();
+        let db = &state.db;
 
-        let marked = sqlx::query_scalar!(
-            r#"select deletion_requested_at is not null as "marked!" from users where id = $1"#,
-            user
-        )
-        .fetch_optional(db)
-        .await?;
-        match marked {
+        match accounts::repo::marked_for_deletion(db.read_primary(), user).await? {
             None => {
                 tracing::info!("already deleted");
                 return Ok(());
@@ -65,55 +61,26 @@ impl DeleteAccount {
             }
         }
 
-        // The avatar points into files; unhook it before the files go.
-        sqlx::query!("update users set avatar_file_id = null where id = $1", user)
-            .execute(db)
-            .await?;
-        let files = in_batches(|| async move {
-            sqlx::query!(
-                "delete from files where id in (select id from files where owner_id = $1 limit $2)",
-                user,
-                BATCH
-            )
-            .execute(db)
-            .await
-        })
-        .await?;
-        let emails = in_batches(|| async move {
-            sqlx::query!(
-                "delete from sent_emails
-                  where job_id in (select job_id from sent_emails where user_id = $1 limit $2)",
-                user,
-                BATCH
-            )
-            .execute(db)
-            .await
-        })
-        .await?;
-        let rows = files + emails;
-        sqlx::query!(
-            "delete from users where id = $1 and deletion_requested_at is not null",
-            user
-        )
-        .execute(db)
-        .await?;
+        // The avatar points into files; unhook it before the files go. Each statement is a
+        // write of its own: short, and nobody reads an account being deleted.
+        let mut write = db.begin(Writer::System).await?;
+        accounts::repo::unhook_avatar(&mut *write, user).await?;
+        write.commit().await?;
+        let mut rows = 0;
+        loop {
+            let mut write = db.begin(Writer::System).await?;
+            let files = files::repo::delete_batch_of_owner(&mut *write, user, BATCH).await?;
+            let emails = super::welcome_email::forget_sent_batch(&mut *write, user, BATCH).await?;
+            write.commit().await?;
+            if files + emails == 0 {
+                break;
+            }
+            rows += files + emails;
+        }
+        let mut write = db.begin(Writer::System).await?;
+        accounts::repo::delete_marked(&mut *write, user).await?;
+        write.commit().await?;
         tracing::info!(objects, rows, "account deleted");
         Ok(())
-    }
-}
-
-/// Runs one batch `delete` until it deletes nothing; returns how many rows went in all.
-async fn in_batches<F, Fut>(mut batch: F) -> Result<u64, sqlx::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
-{
-    let mut total = 0;
-    loop {
-        let done = batch().await?.rows_affected();
-        if done == 0 {
-            return Ok(total);
-        }
-        total += done;
     }
 }

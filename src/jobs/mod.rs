@@ -37,7 +37,7 @@ use apalis::prelude::{TaskBuilder, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::db::Write;
 
 /// The apalis queue (the `job_type` column of `apalis.jobs`).
 pub const QUEUE: &str = "scaleout";
@@ -115,16 +115,28 @@ pub struct Envelope {
 /// A job's id: a ULID, time-ordered, as apalis stores it.
 pub type JobId = String;
 
-/// Records `job` in the transaction `tx` is running. It becomes visible to workers when (and
-/// only if) the transaction commits. Count it with [`enqueued`] after the commit.
+/// Why a job could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the job cannot be serialised: {0}")]
+    Serialise(#[from] serde_json::Error),
+    #[error("the queue refused the job: {0}")]
+    Queue(String),
+}
+
+/// Records `job` in the unit of work `write`. It becomes visible to workers when (and only
+/// if) the write commits, and is counted (`jobs_enqueued_total`) only then.
 pub async fn enqueue(
-    tx: &mut sqlx::PgConnection,
+    write: &mut Write,
     job: Job,
     owner: Option<Uuid>,
-) -> Result<JobId, ApiError> {
+) -> Result<JobId, EnqueueError> {
     let lsn = sqlx::query_scalar!(r#"select pg_current_wal_insert_lsn()::text as "lsn!""#)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **write)
         .await?;
+    let kind = job.kind();
     let max_attempts = job.max_attempts() as usize;
     let envelope = Envelope {
         job,
@@ -133,23 +145,21 @@ pub async fn enqueue(
         lsn: Some(lsn),
     };
     let id = ulid::Ulid::generate();
-    let bytes = serde_json::to_vec(&envelope).map_err(|e| ApiError::Internal(e.into()))?;
+    let bytes = serde_json::to_vec(&envelope)?;
     let task = TaskBuilder::new(bytes)
         .task_id(TaskId::from_ulid(id))
         .max_attempts(max_attempts)
         .build();
-    apalis_postgres::queries::push_tasks(&mut *tx, QUEUE, vec![task])
+    apalis_postgres::queries::push_tasks(&mut **write, QUEUE, vec![task])
         .await
         .map_err(|e| match e {
-            apalis_postgres::Error::Database(e) => ApiError::from(e),
-            other => ApiError::Internal(other.into()),
+            apalis_postgres::Error::Database(e) => EnqueueError::Database(e),
+            other => EnqueueError::Queue(other.to_string()),
         })?;
+    write.after_commit(move || {
+        metrics::counter!("jobs_enqueued_total", "kind" => kind).increment(1);
+    });
     Ok(id.to_string())
-}
-
-/// Counts a job whose transaction has committed.
-pub fn enqueued(kind: &'static str) {
-    metrics::counter!("jobs_enqueued_total", "kind" => kind).increment(1);
 }
 
 /// Delay before attempt `next` (2, 3, ...): `base`, doubling each time, at most `cap`.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::QUEUE;
 use super::worker::JobContext;
+use crate::db::Writer;
 
 const BATCH: i64 = 1000;
 
@@ -21,11 +22,11 @@ pub struct PruneJobs {
 impl PruneJobs {
     #[tracing::instrument(skip_all, fields(slot = self.slot))]
     pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
-        let db = ctx.state.db.write();
+        let db = &ctx.state.db;
         let days = i32::try_from(ctx.state.config.jobs.retention_days).unwrap_or(i32::MAX);
         let mut pruned = 0;
         loop {
-            let mut tx = db.begin().await?;
+            let mut tx = db.begin(Writer::System).await?;
             let ids = sqlx::query_scalar!(
                 "delete from apalis.jobs
                   where id in (select id from apalis.jobs

@@ -1,15 +1,15 @@
 //! Purges abandoned direct uploads: files still `pending` well after their presigned URL
 //! expired. The client may have uploaded bytes without ever calling `complete`; those staging
-//! objects go too, as do staging objects older than any completion could need. Runs on a schedule (see `schedule`), once per interval across all workers.
+//! objects go too, as do staging objects older than any completion could need. Runs on a
+//! schedule (see `schedule`), once per interval across all workers.
 //!
 //! Idempotent: it deletes what is still pending and expired; a second run finds less or nothing.
-
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::worker::JobContext;
-use crate::files::object_key;
+use crate::db::Writer;
+use crate::files::{self, object_key};
 
 const BATCH: i64 = 100;
 
@@ -22,25 +22,15 @@ pub struct PurgeUploads {
 impl PurgeUploads {
     #[tracing::instrument(skip_all, fields(slot = self.slot))]
     pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
-        let db = ctx.state.db.write();
-        let grace = pg_interval(ctx.state.config.jobs.purge_grace);
+        let db = &ctx.state.db;
+        let grace = ctx.state.config.jobs.purge_grace;
         let mut purged = 0;
         loop {
             // Each file is claimed (row-locked) while its object goes: a `complete` arriving
             // meanwhile waits, then finds the file gone (404) instead of making available a
             // file whose object was just deleted. One that committed first is not pending.
-            let mut tx = db.begin().await?;
-            let batch = sqlx::query!(
-                "select id, owner_id from files
-                  where status = 'pending' and upload_expires_at < now() - $1::interval
-                  order by upload_expires_at
-                  limit $2
-                  for update skip locked",
-                grace,
-                BATCH
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+            let mut write = db.begin(Writer::System).await?;
+            let batch = files::repo::claim_abandoned(&mut *write, grace, BATCH).await?;
             if batch.is_empty() {
                 break;
             }
@@ -49,10 +39,8 @@ impl PurgeUploads {
                 ctx.state.storage.delete_object(&staging).await?;
             }
             let ids: Vec<_> = batch.iter().map(|f| f.id).collect();
-            sqlx::query!("delete from files where id = any($1)", &ids)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+            files::repo::delete_many(&mut *write, &ids).await?;
+            write.commit().await?;
             purged += batch.len();
         }
         // Staging objects that outlived any completion: a URL used again after `complete` or
@@ -69,13 +57,5 @@ impl PurgeUploads {
         }
         tracing::info!(purged, stale = stale.len(), "abandoned uploads purged");
         Ok(())
-    }
-}
-
-fn pg_interval(d: Duration) -> sqlx::postgres::types::PgInterval {
-    sqlx::postgres::types::PgInterval {
-        months: 0,
-        days: 0,
-        microseconds: i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
     }
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::worker::JobContext;
+use crate::db::Writer;
 use crate::files::object_key;
+use crate::{accounts, files};
 
 /// The longest side of a thumbnail, in pixels.
 pub const SIZE: u32 = 256;
@@ -32,15 +34,14 @@ pub struct MakeThumbnail {
 impl MakeThumbnail {
     #[tracing::instrument(skip_all, fields(user = %self.user_id, file = %self.file_id))]
     pub async fn run(&self, ctx: &JobContext<'_>) -> anyhow::Result<()> {
-        let db = ctx.state.db.write();
-        let source = sqlx::query_scalar!(
-            "select f.object_key from users u join files f on f.id = u.avatar_file_id
-              where u.id = $1 and f.id = $2",
-            self.user_id,
-            self.file_id
-        )
-        .fetch_optional(db)
-        .await?;
+        let db = &ctx.state.db;
+        // Read on the primary: the job must not act on a replica's older view of the avatar.
+        let source =
+            if accounts::repo::has_avatar(db.read_primary(), self.user_id, self.file_id).await? {
+                files::repo::object_key(db.read_primary(), self.file_id).await?
+            } else {
+                None
+            };
         let Some(source) = source else {
             tracing::info!("no longer the user's avatar; nothing to do");
             return Ok(());
@@ -56,30 +57,20 @@ impl MakeThumbnail {
             // Not an image we can decode (or past the limits): no retry will change that.
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "the avatar cannot be decoded");
-                sqlx::query!(
-                    "update users set avatar_status = 'failed', updated_at = now()
-                      where id = $1 and avatar_file_id = $2 and deletion_requested_at is null",
-                    self.user_id,
-                    self.file_id
-                )
-                .execute(db)
-                .await?;
+                let mut write = db.begin(Writer::User(self.user_id)).await?;
+                accounts::repo::set_avatar_failed(&mut *write, self.user_id, self.file_id).await?;
+                write.commit().await?;
                 return Ok(());
             }
         };
         let key = object_key::thumbnail(self.user_id, self.file_id);
         ctx.state.storage.put_object(&key, png, "image/png").await?;
-        let updated = sqlx::query!(
-            "update users set avatar_status = 'ready', avatar_thumbnail_key = $3, updated_at = now()
-              where id = $1 and avatar_file_id = $2 and deletion_requested_at is null",
-            self.user_id,
-            self.file_id,
-            key
-        )
-        .execute(db)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+        // Written for the user: their next read shows the avatar ready, through any instance.
+        let mut write = db.begin(Writer::User(self.user_id)).await?;
+        let updated =
+            accounts::repo::set_avatar_ready(&mut *write, self.user_id, self.file_id, &key).await?;
+        write.commit().await?;
+        if !updated {
             // Replaced or being deleted while we worked: whoever removes the avatar's objects
             // may have done so before our thumbnail existed, so it is ours to remove.
             ctx.state.storage.delete_object(&key).await?;

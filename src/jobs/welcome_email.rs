@@ -9,26 +9,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::worker::JobContext;
+use crate::accounts;
+use crate::db::Writer;
 use crate::email::Email;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WelcomeEmail {
     pub user_id: Uuid,
-}
-
-struct Recipient {
-    email: String,
-    name: String,
-}
-
-async fn recipient(db: &sqlx::PgPool, user: Uuid) -> Result<Option<Recipient>, sqlx::Error> {
-    sqlx::query_as!(
-        Recipient,
-        "select email, name from users where id = $1 and deletion_requested_at is null",
-        user
-    )
-    .fetch_optional(db)
-    .await
 }
 
 impl WelcomeEmail {
@@ -39,7 +26,7 @@ impl WelcomeEmail {
             "select exists (select 1 from sent_emails where job_id = $1) as \"sent!\"",
             ctx.job_id
         )
-        .fetch_one(db.write())
+        .fetch_one(db.read_primary())
         .await?;
         if sent {
             tracing::info!("already sent");
@@ -49,11 +36,13 @@ impl WelcomeEmail {
         // A replica that has replayed the enqueuing write usually has the row; the position was
         // taken just before that transaction's commit, so a miss is confirmed on the primary.
         let found = db
-            .read_after(ctx.lsn, |pool| async move { recipient(&pool, user).await })
+            .read_after(ctx.lsn, |pool| async move {
+                accounts::repo::recipient(&pool, user).await
+            })
             .await?;
         let found = match found {
             Some(r) => Some(r),
-            None => recipient(db.read_primary(), user).await?,
+            None => accounts::repo::recipient(db.read_primary(), user).await?,
         };
         let Some(to) = found else {
             tracing::info!("the account is gone or being deleted; nothing to send");
@@ -71,6 +60,7 @@ impl WelcomeEmail {
                 message_id: format!("<{}@scaleout>", ctx.job_id),
             })
             .await?;
+        let mut write = db.begin(Writer::System).await?;
         sqlx::query!(
             "insert into sent_emails (job_id, user_id, recipient) values ($1, $2, $3)
              on conflict (job_id) do nothing",
@@ -78,8 +68,26 @@ impl WelcomeEmail {
             user,
             to.email
         )
-        .execute(db.write())
+        .execute(&mut *write)
         .await?;
+        write.commit().await?;
         Ok(())
     }
+}
+
+/// Forgets up to `limit` of `user`'s sent emails (their account is going); returns how many.
+pub async fn forget_sent_batch(
+    db: impl sqlx::PgExecutor<'_>,
+    user: Uuid,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "delete from sent_emails
+          where job_id in (select job_id from sent_emails where user_id = $1 limit $2)",
+        user,
+        limit
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }

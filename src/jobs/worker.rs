@@ -162,7 +162,7 @@ async fn handle(
                     state.config.jobs.backoff_max,
                     attempt + 1,
                 );
-                if let Err(e) = postpone(state.db.write(), &job_id, delay).await {
+                if let Err(e) = postpone(state.db.primary_pool(), &job_id, delay).await {
                     tracing::warn!(error = %e, "could not record the backoff; the retry comes sooner");
                 }
                 metrics::counter!("jobs_retried_total", "kind" => kind).increment(1);
@@ -230,7 +230,7 @@ pub async fn run_until(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let jobs = state.config.jobs.clone();
-    let pool = state.db.write().clone();
+    let pool = state.db.primary_pool().clone();
     let grace = state.config.shutdown.grace;
     let config = apalis_postgres::Config::default()
         .queue(QUEUE)

@@ -93,7 +93,7 @@ async fn avatar_ready(app: &crate::helpers::TestApp, api: &Api, image: Vec<u8>) 
     let owner = my_id(api).await;
     sqlx::query_scalar::<_, Option<Uuid>>("select avatar_file_id from users where id = $1")
         .bind(owner)
-        .fetch_one(app.state.db.write())
+        .fetch_one(app.state.db.primary_pool())
         .await
         .expect("reads the user")
         .expect("an avatar")
@@ -135,7 +135,7 @@ async fn replacing_an_avatar_removes_the_old_ones_original_and_thumbnail_from_st
     );
     let rows: i64 = sqlx::query_scalar("select count(*) from files where owner_id = $1")
         .bind(owner)
-        .fetch_one(app.state.db.write())
+        .fetch_one(app.state.db.primary_pool())
         .await
         .expect("counts");
     assert_eq!(rows, 1, "the old avatar's row is gone too");

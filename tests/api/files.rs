@@ -75,7 +75,7 @@ async fn uploaded_parts(owner: uuid::Uuid) -> usize {
 async fn files_rows(app: &crate::helpers::TestApp, owner: uuid::Uuid) -> i64 {
     sqlx::query_scalar("select count(*) from files where owner_id = $1")
         .bind(owner)
-        .fetch_one(app.state.db.write())
+        .fetch_one(app.state.db.primary_pool())
         .await
         .expect("counts")
 }

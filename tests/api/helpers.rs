@@ -561,7 +561,7 @@ pub fn concrete_path(template: &str) -> String {
 pub async fn users_with_email(state: &AppState, email: &str) -> i64 {
     sqlx::query_scalar("select count(*) from users where lower(email) = lower($1)")
         .bind(email)
-        .fetch_one(state.db.write())
+        .fetch_one(state.db.primary_pool())
         .await
         .expect("counts")
 }
@@ -732,23 +732,24 @@ pub fn spawn_worker_with(overrides: &[(&str, &str)]) -> TestWorker {
     }
 }
 
-/// Commits `jobs` acting for `owner` in one transaction, as a request would, and returns
+/// Commits `jobs` acting for `owner` in one unit of work, as a request would, and returns
 /// their ids.
 pub async fn enqueue(
-    db: &sqlx::PgPool,
+    db: &scaleout::db::Db,
     jobs: Vec<scaleout::jobs::Job>,
     owner: Option<uuid::Uuid>,
 ) -> Vec<String> {
-    let mut tx = db.begin().await.expect("begins");
+    let writer = owner.map_or(scaleout::db::Writer::System, scaleout::db::Writer::User);
+    let mut write = db.begin(writer).await.expect("begins");
     let mut ids = Vec::new();
     for job in jobs {
         ids.push(
-            scaleout::jobs::enqueue(&mut tx, job, owner)
+            scaleout::jobs::enqueue(&mut write, job, owner)
                 .await
                 .expect("enqueues"),
         );
     }
-    tx.commit().await.expect("commits");
+    write.commit().await.expect("commits");
     ids
 }
 

@@ -63,7 +63,7 @@ pub async fn sent_emails(db: &sqlx::PgPool, user: Uuid) -> Vec<(String, String)>
 #[tokio::test]
 async fn a_signup_sends_exactly_one_welcome_email_and_records_it_once() {
     let app = spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     let user = TestUser::new();
 
     let api = signed_up(&app.url(""), &user).await;
@@ -96,7 +96,7 @@ async fn count(db: &sqlx::PgPool, query: &'static str, user: Uuid) -> i64 {
 #[tokio::test]
 async fn deleting_an_account_twice_has_the_effect_of_deleting_it_once() {
     let app = spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     let user = TestUser::new();
     let api = signed_up(&app.url(""), &user).await;
     let gone = my_id(&api).await;
@@ -118,7 +118,9 @@ async fn deleting_an_account_twice_has_the_effect_of_deleting_it_once() {
     let job = scaleout::jobs::Job::DeleteAccount(scaleout::jobs::delete_account::DeleteAccount {
         user_id: gone,
     });
-    let second = enqueue(db, vec![job], Some(gone)).await.remove(0);
+    let second = enqueue(&app.state.db, vec![job], Some(gone))
+        .await
+        .remove(0);
     let attempts = done(db, &second).await;
 
     assert_eq!(attempts, 1, "succeeded on its first attempt");

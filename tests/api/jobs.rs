@@ -19,16 +19,23 @@ async fn json_of(response: reqwest::Response) -> Value {
 #[tokio::test]
 async fn a_rolled_back_transaction_leaves_no_job_and_a_committed_one_always_has_it() {
     let app = spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
 
-    let mut tx = db.begin().await.expect("begins");
-    let rolled_back = scaleout::jobs::enqueue(&mut tx, canary(0, 0, 1), None)
+    let mut write = app
+        .state
+        .db
+        .begin(scaleout::db::Writer::System)
+        .await
+        .expect("begins");
+    let rolled_back = scaleout::jobs::enqueue(&mut write, canary(0, 0, 1), None)
         .await
         .expect("enqueues");
-    // The request fails after enqueueing: its transaction never commits.
-    tx.rollback().await.expect("rolls back");
+    // The request fails after enqueueing: its unit of work is dropped, never committed.
+    drop(write);
 
-    let committed = enqueue(db, vec![canary(0, 0, 1)], None).await.remove(0);
+    let committed = enqueue(&app.state.db, vec![canary(0, 0, 1)], None)
+        .await
+        .remove(0);
 
     assert_eq!(crate::helpers::job_row(db, &rolled_back).await, None);
     assert!(crate::helpers::job_row(db, &committed).await.is_some());
@@ -45,9 +52,9 @@ async fn a_job_that_fails_twice_succeeds_on_the_third_attempt_after_a_doubling_b
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let owner = my_id(&api).await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     let base = Duration::from_millis(env("JOBS_BACKOFF_BASE_MS").parse().expect("milliseconds"));
-    let id = enqueue(db, vec![canary(2, 0, 5)], Some(owner))
+    let id = enqueue(&app.state.db, vec![canary(2, 0, 5)], Some(owner))
         .await
         .remove(0);
 
@@ -77,11 +84,11 @@ async fn between_attempts_a_job_is_queued_with_its_error_and_the_time_of_its_nex
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let owner = my_id(&api).await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     // A first retry four minutes away (under the 5-minute cap of every backoff): the job
     // stays queued for as long as the test looks.
     let id = enqueue(
-        db,
+        &app.state.db,
         vec![canary_backing_off(1, 3, Duration::from_secs(240))],
         Some(owner),
     )
@@ -128,13 +135,9 @@ async fn a_job_that_always_fails_is_kept_as_failed_after_its_last_attempt() {
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let owner = my_id(&api).await;
-    let id = enqueue(
-        app.state.db.write(),
-        vec![canary(u32::MAX, 0, 3)],
-        Some(owner),
-    )
-    .await
-    .remove(0);
+    let id = enqueue(&app.state.db, vec![canary(u32::MAX, 0, 3)], Some(owner))
+        .await
+        .remove(0);
 
     let failed = api.poll_job(&id, |v| v["status"] == "failed").await;
     assert_eq!(failed["attempts"], 3, "{failed}");
@@ -146,7 +149,7 @@ async fn a_job_that_always_fails_is_kept_as_failed_after_its_last_attempt() {
         "{failed}"
     );
     assert!(failed["finished_at"].is_string());
-    assert_eq!(canary_runs(app.state.db.write(), &id).await, 0);
+    assert_eq!(canary_runs(app.state.db.primary_pool(), &id).await, 0);
 }
 
 #[tokio::test]
@@ -155,7 +158,7 @@ async fn a_job_is_visible_to_its_owner_only() {
     let owner = signed_up(&app.url(""), &TestUser::new()).await;
     let stranger = signed_up(&app.url(""), &TestUser::new()).await;
     let id = enqueue(
-        app.state.db.write(),
+        &app.state.db,
         vec![canary(0, 0, 1)],
         Some(my_id(&owner).await),
     )
@@ -195,7 +198,7 @@ async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and
     let user = TestUser::new();
     let api = signed_up(&app.url(""), &user).await;
     let id = my_id(&api).await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     // The welcome email has been sent and recorded: the deletion has a sent_emails row to
     // remove, so the check below can fail.
     eventually(
@@ -390,7 +393,7 @@ async fn an_avatar_gets_a_thumbnail_and_turns_ready() {
 #[tokio::test]
 async fn a_recurring_job_is_created_once_per_slot_however_many_workers_offer_it() {
     let app = spawn_app().await;
-    let db = app.state.db.write().clone();
+    let db = app.state.db.primary_pool().clone();
     // A slot no schedule has reached: far in the future, unique to this run.
     let interval = Duration::from_secs(7);
     let slot = 10_000_000_000 + i64::from(rand_u16());
@@ -425,7 +428,7 @@ async fn the_purge_removes_abandoned_direct_uploads_and_their_objects() {
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let (id, upload) = api.start_upload(5).await;
     assert!(presigned_put(&upload, "hello").await.status().is_success());
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     // Abandoned long ago: never completed, its URL expired well past the purge's grace.
     sqlx::query("update files set upload_expires_at = now() - interval '2 days' where id = $1")
         .bind(id)
@@ -483,10 +486,10 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
 #[tokio::test]
 async fn pruning_deletes_old_succeeded_jobs_and_their_email_records_and_keeps_failed_ones() {
     let app = spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     let user = my_id(&signed_up(&app.url(""), &TestUser::new()).await).await;
     let ids = enqueue(
-        db,
+        &app.state.db,
         vec![canary(0, 0, 1), canary(0, 0, 1), canary(9, 0, 1)],
         None,
     )

@@ -150,7 +150,7 @@ async fn every_instance_counts_requests_by_route_template() {
 #[tokio::test]
 async fn the_worker_counts_retried_failed_and_succeeded_jobs_and_samples_the_queue() {
     let app = crate::helpers::spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     let worker = env("SCALEOUT_METRICS")
         .split_whitespace()
         .nth(3)
@@ -161,7 +161,7 @@ async fn the_worker_counts_retried_failed_and_succeeded_jobs_and_samples_the_que
 
     // One job that fails once then succeeds (one retry), one that fails its only attempt.
     let ids = crate::helpers::enqueue(
-        db,
+        &app.state.db,
         vec![
             crate::helpers::canary(1, 0, 3),
             crate::helpers::canary(u32::MAX, 0, 1),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use scaleout::db::{Caller, Db};
+use scaleout::db::{Caller, Db, Writer};
 
 use crate::helpers::{TestApp, TestUser, eventually, my_id, read_on_standby, signed_up, spawn_app};
 
@@ -56,6 +56,50 @@ async fn a_write_position_is_stored_and_dropped_once_the_replica_has_replayed_it
 }
 
 #[tokio::test]
+async fn a_committed_unit_of_work_records_its_writers_position_and_a_dropped_one_nothing() {
+    let app = spawn_app().await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let id = my_id(&api).await;
+    let forget = |app: &TestApp| {
+        let redis = app.state.redis.clone();
+        async move {
+            let mut conn = redis.conn().await.expect("Redis answers");
+            let () = redis::cmd("DEL")
+                .arg(format!("ryw:lsn:{id}"))
+                .query_async(&mut conn)
+                .await
+                .expect("DEL");
+        }
+    };
+    let rename = |name: &'static str| {
+        let db = app.state.db.clone();
+        async move {
+            let mut write = db.begin(Writer::User(id)).await.expect("begins");
+            sqlx::query("update users set name = $2 where id = $1")
+                .bind(id)
+                .bind(name)
+                .execute(&mut *write)
+                .await
+                .expect("updates");
+            write
+        }
+    };
+
+    // Dropped: rolled back, and nothing recorded for the writer.
+    forget(&app).await;
+    drop(rename("Never Committed").await);
+    let after_drop = stored_position(&app, id).await;
+    // Committed: no call but `commit()`, and the writer's reads are pinned to the primary.
+    rename("Committed").await.commit().await.expect("commits");
+    let after_commit = stored_position(&app, id).await;
+
+    assert_eq!(after_drop, None);
+    assert!(after_commit.is_some(), "the commit recorded the position");
+    let me: serde_json::Value = api.me().await.json().await.expect("JSON");
+    assert_eq!(me["name"], "Committed");
+}
+
+#[tokio::test]
 async fn of_two_write_positions_the_newer_one_is_kept() {
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
@@ -73,7 +117,7 @@ async fn of_two_write_positions_the_newer_one_is_kept() {
     api.rename("Second").await;
     let replaced = stored_position(&app, id).await;
     let current: String = sqlx::query_scalar("select pg_current_wal_insert_lsn()::text")
-        .fetch_one(app.state.db.write())
+        .fetch_one(app.state.db.primary_pool())
         .await
         .expect("the primary's position");
     let current: scaleout::db::lsn::Lsn = current.parse().expect("an LSN");

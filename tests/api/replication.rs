@@ -14,7 +14,7 @@ async fn a_row_written_on_the_primary_is_read_back_through_the_replica() {
     sqlx::query("insert into users (id, email, name, password_hash) values ($1, $2, 'R', 'x')")
         .bind(id)
         .bind(&email)
-        .execute(db.write())
+        .execute(db.primary_pool())
         .await
         .expect("the primary accepts the write");
 
@@ -65,7 +65,7 @@ async fn a_write_through_the_replica_pool_is_refused() {
 #[tokio::test]
 async fn every_connection_names_its_instance_and_has_a_statement_timeout() {
     let app = spawn_app().await;
-    for pool in [app.state.db.write(), app.state.db.replica()] {
+    for pool in [app.state.db.primary_pool(), app.state.db.replica()] {
         let (name, timeout): (String, String) = sqlx::query_as(
             "select current_setting('application_name'), current_setting('statement_timeout')",
         )

@@ -15,7 +15,7 @@ use crate::job_effects::{messages_to, sent_emails, welcome_job};
 #[tokio::test]
 async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_it_is_back() {
     let app = spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     // Five attempts at the suite's 300 ms backoff are spent in under five seconds; from 2 s
     // they span 30 s, ample time to see the retries and bring the sink back before the last.
     let topology_worker = Down::stop("worker");
@@ -76,7 +76,7 @@ async fn the_purge_sweeps_a_stale_staging_object_and_keeps_fresh_uploads_and_fil
     use scaleout::files::object_key;
 
     let app = spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let owner = my_id(&api).await;
     // A staging object no file needs: a completed upload's URL used a second time.

@@ -42,8 +42,10 @@ async fn done(db: &sqlx::PgPool, id: &str) -> (i32, String) {
 #[tokio::test]
 async fn the_topology_worker_stopped_with_sigterm_mid_job_finishes_the_job_and_exits_zero() {
     let app = spawn_app().await;
-    let db = app.state.db.write();
-    let id = enqueue(db, vec![canary(0, 3000, 3)], None).await.remove(0);
+    let db = app.state.db.primary_pool();
+    let id = enqueue(&app.state.db, vec![canary(0, 3000, 3)], None)
+        .await
+        .remove(0);
     let holder = running(db, &id).await;
     assert!(
         holder.starts_with("worker1-"),
@@ -86,8 +88,10 @@ async fn the_topology_worker_stopped_with_sigterm_mid_job_finishes_the_job_and_e
 #[tokio::test]
 async fn a_job_of_a_worker_killed_mid_way_is_finished_by_another_once() {
     let app = spawn_app().await;
-    let db = app.state.db.write();
-    let id = enqueue(db, vec![canary(0, 4000, 5)], None).await.remove(0);
+    let db = app.state.db.primary_pool();
+    let id = enqueue(&app.state.db, vec![canary(0, 4000, 5)], None)
+        .await
+        .remove(0);
     let holder = running(db, &id).await;
     assert!(
         holder.starts_with("worker1-"),
@@ -111,10 +115,15 @@ async fn a_job_of_a_worker_killed_mid_way_is_finished_by_another_once() {
 #[tokio::test]
 async fn two_workers_share_a_burst_of_200_jobs_and_each_job_takes_effect_once() {
     let app = spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
     let second = spawn_worker();
 
-    let ids = enqueue(db, (0..200).map(|_| canary(0, 20, 3)).collect(), None).await;
+    let ids = enqueue(
+        &app.state.db,
+        (0..200).map(|_| canary(0, 20, 3)).collect(),
+        None,
+    )
+    .await;
     let mut by_worker: BTreeMap<String, usize> = BTreeMap::new();
     for id in &ids {
         let (_, worker) = done(db, id).await;

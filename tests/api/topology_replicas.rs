@@ -344,7 +344,7 @@ async fn past_the_time_lag_threshold_reads_move_to_the_primary_and_come_back() {
     let marker = format!("lag-{}", uuid::Uuid::new_v4());
     sqlx::query("insert into canary_effects (job_id) values ($1)")
         .bind(&marker)
-        .execute(db.write())
+        .execute(db.primary_pool())
         .await
         .expect("writes");
     eventually(
@@ -355,7 +355,7 @@ async fn past_the_time_lag_threshold_reads_move_to_the_primary_and_come_back() {
     .await;
     let lag_bytes: i64 = sqlx::query_scalar("select (pg_current_wal_lsn() - $1::pg_lsn)::bigint")
         .bind(replayed_on_replica().await)
-        .fetch_one(db.write())
+        .fetch_one(db.primary_pool())
         .await
         .expect("the byte lag");
     paused.resume();
@@ -372,7 +372,7 @@ async fn past_the_time_lag_threshold_reads_move_to_the_primary_and_come_back() {
     .await;
     sqlx::query("delete from canary_effects where job_id = $1")
         .bind(&marker)
-        .execute(db.write())
+        .execute(db.primary_pool())
         .await
         .expect("cleans up");
 }
@@ -428,7 +428,7 @@ async fn a_replica_lost_between_probes_fails_the_read_over_to_the_primary() {
 async fn a_job_reads_what_its_request_wrote_while_the_replica_lags() {
     set_replay(false).await;
     let app = spawn_app().await;
-    let db = app.state.db.write();
+    let db = app.state.db.primary_pool();
 
     let paused = ReplayPaused::start().await;
     let user = TestUser::new();

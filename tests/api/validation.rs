@@ -220,7 +220,7 @@ async fn a_password_change_wrong_in_every_field_names_each_and_changes_nothing()
 async fn files_of(app: &TestApp, owner: uuid::Uuid) -> i64 {
     sqlx::query_scalar("select count(*) from files where owner_id = $1")
         .bind(owner)
-        .fetch_one(app.state.db.write())
+        .fetch_one(app.state.db.primary_pool())
         .await
         .expect("counts")
 }
