@@ -10,7 +10,7 @@ server=$!
 trap 'kill -TERM $server; wait $server' TERM INT
 until garage -c /etc/garage.toml status >/dev/null 2>&1; do sleep 0.5; done
 if [ ! -f /var/lib/garage/meta/.configured ]; then
-  /etc/garage/setup.sh /etc/garage.toml "${S3_BUCKET}" "${S3_ACCESS_KEY_ID}" "${S3_SECRET_ACCESS_KEY}"
+  bash /etc/garage/setup.sh /etc/garage.toml "${S3_BUCKET}" "${S3_ACCESS_KEY_ID}" "${S3_SECRET_ACCESS_KEY}"
   touch /var/lib/garage/meta/.configured
 fi
 wait $server
