@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use crate::media_types::PROBLEM_JSON;
 
 /// Field name → what is wrong with it, for validation failures.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;

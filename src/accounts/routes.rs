@@ -1,7 +1,7 @@
 //! The accounts endpoints under `/api/v1`. Handlers parse and validate, call the repo and the
 //! session store, and shape the response; rules about sessions live in `session`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ use crate::error::{ApiError, Problem};
 use crate::files::routes::Avatar;
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{self, AppJson, Check, Validate};
+use crate::http::path::PathId;
 use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
 use crate::rate_limit::Limit;
 
@@ -510,10 +511,9 @@ async fn change_password(
 async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId<Uuid>,
 ) -> Result<axum::Json<PublicUser>, ApiError> {
     // A malformed id names no user: 404, like an unknown one.
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let user = state
         .db
         .read(&caller, |db| async move { repo::find(&db, id).await })

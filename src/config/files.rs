@@ -89,13 +89,13 @@ impl FilesConfig {
             .collect::<Vec<_>>();
         if let Some(unknown) = allowed_types
             .iter()
-            .find(|t| !crate::files::sniff::RECOGNISED.contains(&t.as_str()))
+            .find(|t| !crate::media_types::RECOGNISED.contains(&t.as_str()))
         {
             return Err(ConfigError {
                 var: "UPLOAD_ALLOWED_TYPES",
                 problem: format!(
                     "{unknown:?} cannot be recognised from a file's bytes; choose from {}",
-                    crate::files::sniff::RECOGNISED.join(", ")
+                    crate::media_types::RECOGNISED.join(", ")
                 ),
             });
         }

@@ -8,9 +8,6 @@ pub mod routes;
 pub mod sniff;
 pub mod upload;
 
-/// Avatars must be images the thumbnail job can decode.
-pub const AVATAR_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
-
 /// Object keys. Every key starts with its owner's prefix, so an account's objects can be found
 /// (and deleted) by listing one prefix; none is built from anything a client chose.
 pub mod object_key {

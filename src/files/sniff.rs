@@ -5,16 +5,7 @@
 /// How many leading bytes [`sniff`] looks at.
 pub const SNIFF_LEN: usize = 512;
 
-/// Every type [`sniff`] can recognise: the menu `UPLOAD_ALLOWED_TYPES` chooses from.
-pub const RECOGNISED: &[&str] = &[
-    "image/png",
-    "image/jpeg",
-    "image/gif",
-    "image/webp",
-    "application/pdf",
-    "application/zip",
-    "text/plain",
-];
+pub use crate::media_types::RECOGNISED;
 
 /// The type of a file that starts with `head`, or `None` when it is none we recognise
 /// (executables, archives of other kinds, arbitrary binary data).

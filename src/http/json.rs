@@ -106,21 +106,11 @@ pub fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Err
 }
 
 fn is_json(request: &Request) -> bool {
-    let Some(content_type) = request
+    request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .is_some_and(crate::media_types::is_json)
 }
 
 /// Syntax errors are 400; a body of the wrong shape or breaking the type's rules is one 422

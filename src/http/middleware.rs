@@ -1,5 +1,6 @@
-//! Per-request middleware: the request span and its one log line, HTTP metrics, the request
-//! timeout and body limit, and the `Connection: close` that lets a draining instance shed keep-alive clients.
+//! Per-request middleware: the request span and its one log line, HTTP metrics, and the
+//! `Connection: close` that lets a draining instance shed keep-alive clients. (Timeouts and
+//! body limits are per router: see `limits`.)
 
 use std::time::Instant;
 
@@ -149,57 +150,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.decrement(1.0);
-    }
-}
-
-/// Room for multipart boundaries and part headers around an uploaded file.
-pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
-
-/// The request timeout and body limit, chosen by route: uploads may take minutes and carry
-/// hundreds of MiB; every other request gets the tight defaults.
-///
-/// A declared length over the limit is refused before a byte is read; an undeclared one
-/// (chunked) is cut off at the limit, which extractors report as 413. A handler that outlives
-/// its timeout is answered 503 problem+json, and its future is dropped, which cancels its
-/// pending I/O.
-pub async fn limits(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let upload = request
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|route| {
-            crate::files::routes::UPLOAD_ROUTES
-                .iter()
-                .any(|(m, r)| *r == route.as_str() && *m == request.method().as_str())
-        });
-    let (limit, body_limit) = if upload {
-        let files = &state.config.files;
-        (files.upload_timeout, files.max_bytes + MULTIPART_OVERHEAD)
-    } else {
-        let http = &state.config.http;
-        (http.request_timeout, http.body_limit_bytes as u64)
-    };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > body_limit) {
-        return Problem::for_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
-            .with_detail(format!("the body may be at most {body_limit} bytes"))
-            .into_response();
-    }
-    let request = request.map(|body| {
-        axum::body::Body::new(http_body_util::Limited::new(
-            body,
-            usize::try_from(body_limit).unwrap_or(usize::MAX),
-        ))
-    });
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(?limit, "request timed out");
-            Problem::timeout().into_response()
-        }
     }
 }
 

@@ -10,8 +10,10 @@ pub mod client_ip;
 pub mod csrf;
 pub mod health;
 pub mod json;
+pub mod limits;
 pub mod middleware;
 pub mod openapi;
+pub mod path;
 
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::Problem;
+use limits::Limits;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const INSTANCE_ID: HeaderName = HeaderName::from_static("x-instance-id");
@@ -62,18 +65,24 @@ async fn not_found() -> Problem {
     Problem::not_found()
 }
 
-/// The documented routes, and the document.
+/// The documented routes, and the document. Each router carries its own request limits:
+/// the defaults here, the upload routes' own where they are defined (`files::routes::uploads`).
 pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let config = &state.config;
+    let defaults =
+        axum::middleware::from_fn_with_state(Limits::from_http(&config.http), limits::enforce);
     // Everything behind a session: accounts, files and jobs.
     let accounts = crate::accounts::routes::router()
-        .merge(crate::files::routes::router(&state.config.files))
+        .merge(crate::files::routes::router(&config.files))
         .merge(crate::jobs::routes::router())
-        .layer(state.sessions.layer(&state.config.auth))
+        .layer(defaults.clone())
+        .merge(crate::files::routes::uploads(&config.files))
+        .layer(state.sessions.layer(&config.auth))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             csrf::protect,
         ));
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let operations = OpenApiRouter::new()
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(openapi::openapi_json))
@@ -82,6 +91,9 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
             "/api/v1",
             OpenApiRouter::new().routes(routes!(service_info)),
         )
+        .layer(defaults);
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(operations)
         .nest("/api/v1", accounts)
         .split_for_parts()
 }
@@ -101,11 +113,7 @@ pub fn router(state: AppState) -> Router {
             middleware::observe,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::limits,
-        ))
-        // `limits` bounds every body by route; extractors need no limit of their own.
+        // Every router bounds its bodies (`limits`); extractors need no limit of their own.
         .layer(DefaultBodyLimit::disable());
 
     api.fallback(not_found)

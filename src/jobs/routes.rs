@@ -1,6 +1,6 @@
 //! `GET /api/v1/jobs/{id}`: a job's progress, for the user it acts for.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -9,6 +9,7 @@ use crate::accounts::AuthUser;
 use crate::app::AppState;
 use crate::error::responses::{NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
+use crate::http::path::PathId;
 
 pub const TAG: &str = "jobs";
 
@@ -32,11 +33,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn get_job(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(id): Path<String>,
+    PathId(id): PathId<ulid::Ulid>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    if ulid::Ulid::from_string(&id).is_err() {
-        return Err(ApiError::NotFound);
-    }
+    let id = id.to_string();
     // The worker changes a job, not the caller: the primary has the latest word.
     let job = status::find(state.db.read_primary(), &id, user.id)
         .await?

@@ -1,0 +1,136 @@
+//! `POST /files`: a file streamed through the instance to object storage as it arrives.
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{FileMeta, TAG, discard_object};
+use crate::accounts::AuthUser;
+use crate::app::AppState;
+use crate::error::responses::{CrossSite, NoSession};
+use crate::error::{ApiError, Problem};
+use crate::files::upload::{self, Rules};
+use crate::files::{object_key, repo};
+
+/// Room for multipart boundaries and part headers around an uploaded file.
+pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+
+/// The multipart body of an upload: the file in the part named `file`, and no other part.
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "documents the multipart body; the handler streams it instead"
+)]
+pub struct UploadForm {
+    /// Not empty.
+    #[schema(value_type = String, format = Binary, min_length = 1)]
+    file: Vec<u8>,
+}
+
+/// A multipart request body, and the request's declared length (an upper bound of the file's).
+pub struct UploadBody {
+    multipart: Multipart,
+    length: Option<u64>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for UploadBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let multipart = Multipart::from_request(request, state)
+            .await
+            .map_err(|_| ApiError::UnsupportedFileType("expected multipart/form-data".into()))?;
+        Ok(Self { multipart, length })
+    }
+}
+
+impl std::fmt::Debug for UploadBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadBody")
+            .field("length", &self.length)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UploadBody {
+    /// Streams the file to `key`, refusing a declared length over the limit before reading.
+    pub(super) async fn store(
+        self,
+        state: &AppState,
+        key: &str,
+        max_bytes: u64,
+        allowed_types: &[String],
+    ) -> Result<upload::Stored, ApiError> {
+        if self
+            .length
+            .is_some_and(|n| n > max_bytes + MULTIPART_OVERHEAD)
+        {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let rules = Rules {
+            max_bytes,
+            part_bytes: state.config.files.part_bytes,
+            allowed_types,
+        };
+        upload::receive(&state.storage, self.multipart, key, rules, self.length).await
+    }
+}
+
+/// Upload a file through the API; it is streamed to object storage as it arrives.
+#[utoipa::path(
+    post, path = "/files", tag = TAG,
+    security(("session" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored; the file's metadata", body = FileMeta),
+        (status = 400, description = "Broken multipart body", body = Problem, content_type = "application/problem+json"),
+        NoSession,
+        CrossSite,
+        (status = 413, description = "Larger than UPLOAD_MAX_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not multipart, or the content is not an allowed type (or not the declared one)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No part named file, or an empty file", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Object storage or the database is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(user = %user.id))]
+pub(super) async fn upload_file(
+    State(state): State<AppState>,
+    user: AuthUser,
+    body: UploadBody,
+) -> Result<Response, ApiError> {
+    let id = Uuid::now_v7();
+    let key = object_key::file(user.id, id);
+    let files = &state.config.files;
+    let stored = body
+        .store(&state, &key, files.max_bytes, &files.allowed_types)
+        .await?;
+    let new = stored.as_new_file(id, user.id, "upload", &key);
+    let recorded = async {
+        let mut write = state.db.begin(user.writer()).await?;
+        let file = repo::insert(&mut *write, &new).await?;
+        write.commit().await?;
+        Ok::<_, sqlx::Error>(file)
+    };
+    let file = match recorded.await {
+        Ok(Some(file)) => file,
+        // The account is being deleted: the object must not outlive it.
+        Ok(None) => {
+            discard_object(&state, &key).await;
+            return Err(ApiError::Unauthenticated);
+        }
+        Err(e) => {
+            // Unrecorded, the object would be an orphan nobody can reach.
+            discard_object(&state, &key).await;
+            return Err(e.into());
+        }
+    };
+    Ok((StatusCode::CREATED, axum::Json(FileMeta::from(file))).into_response())
+}
