@@ -11,7 +11,8 @@ use std::str::FromStr;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use tower_sessions::cookie::SameSite;
-use tower_sessions::session::Id;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store;
 use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
 use tower_sessions_redis_store::RedisStore;
 use tower_sessions_redis_store::fred::prelude::{Builder, Config, Pool, ReconnectPolicy};
@@ -32,8 +33,43 @@ fn index_key(user: Uuid) -> String {
 /// The session store and the index beside it.
 #[derive(Debug, Clone)]
 pub struct Sessions {
-    store: RedisStore<Pool>,
+    store: Store,
     redis: RedisClient,
+}
+
+/// The Redis store, with one fix: a session ended (logout, logout-all, password change) while
+/// another of its requests is in flight must not turn that request into a 500. Every request
+/// saves its session (inactivity expiry), and the store saves with `SET ... XX`, which fails
+/// when the record is gone. A record that is gone stays gone: the save is skipped.
+#[derive(Debug, Clone)]
+pub struct Store(RedisStore<Pool>);
+
+#[async_trait::async_trait]
+impl SessionStore for Store {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.0.create(record).await
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        match self.0.save(record).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.0.load(&record.id).await {
+                Ok(None) => {
+                    tracing::debug!("the session ended during the request; not saved");
+                    Ok(())
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        self.0.load(id).await
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.0.delete(id).await
+    }
 }
 
 impl Sessions {
@@ -52,12 +88,12 @@ impl Sessions {
             .build_pool(2)?;
         let _ = pool.connect_pool();
         Ok(Self {
-            store: RedisStore::new(pool),
+            store: Store(RedisStore::new(pool)),
             redis,
         })
     }
 
-    pub fn layer(&self, config: &AuthConfig) -> SessionManagerLayer<RedisStore<Pool>> {
+    pub fn layer(&self, config: &AuthConfig) -> SessionManagerLayer<Store> {
         let inactivity = time::Duration::try_from(config.session_inactivity)
             .unwrap_or(time::Duration::minutes(30));
         SessionManagerLayer::new(self.store.clone())

@@ -127,3 +127,73 @@ async fn a_browser_request_from_the_sites_own_origin_changes_state_through_nginx
         "the refused request changed nothing"
     );
 }
+
+#[tokio::test]
+async fn a_session_ended_while_one_of_its_requests_is_in_flight_fails_neither_and_stays_ended() {
+    const MIB: usize = 1024 * 1024;
+    let app = spawn_app_with(&[("UPLOAD_PART_BYTES", &(5 * MIB).to_string())]).await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let owner = crate::helpers::my_id(&api).await;
+    // An upload fed by hand, so that it is still in flight when the session ends.
+    let (feed, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (chunk, body))
+    });
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream))
+        .file_name("slow.txt")
+        .mime_str("text/plain")
+        .expect("a type");
+    let request = api
+        .request(Method::POST, "/files")
+        .multipart(reqwest::multipart::Form::new().part("file", part));
+    let upload = tokio::spawn(async move { request.send().await });
+    let text = b"a line of text\n".repeat(6 * MIB / 15);
+    let (head, tail) = text.split_at(5 * MIB + MIB / 2);
+    for chunk in head.chunks(256 * 1024) {
+        feed.send(Ok(chunk.to_vec()))
+            .await
+            .expect("the instance reads");
+    }
+    // A first part in storage: the handler runs, so the request was authenticated.
+    let storage = crate::helpers::storage();
+    crate::helpers::eventually(
+        "the upload is in flight",
+        Duration::from_secs(20),
+        || async {
+            let uploads = storage
+                .client()
+                .list_multipart_uploads()
+                .bucket(storage.bucket())
+                .prefix(scaleout::files::object_key::owner_prefix(owner))
+                .send()
+                .await
+                .expect("lists multipart uploads");
+            (!uploads.uploads().is_empty()).then_some(())
+        },
+    )
+    .await;
+
+    let logout = api.post("/auth/logout").await;
+    for chunk in tail.chunks(256 * 1024) {
+        feed.send(Ok(chunk.to_vec()))
+            .await
+            .expect("the instance reads");
+    }
+    drop(feed);
+    let uploaded = upload
+        .await
+        .expect("the request task does not panic")
+        .expect("the instance answers");
+
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        uploaded.status(),
+        StatusCode::CREATED,
+        "the request that began with a valid session completes"
+    );
+    assert_eq!(
+        api.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "saving that request's session did not bring the ended session back"
+    );
+}
