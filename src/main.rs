@@ -68,9 +68,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let env = ProcessEnv;
     let instance = InstanceConfig::from_source(&env)?;
     let process = match cli.command {
-        Command::Serve => "serve",
-        Command::Worker => "worker",
-        Command::Migrate => "migrate",
+        Command::Serve => process::serve::NAME,
+        Command::Worker => process::worker::NAME,
+        Command::Migrate => process::migrate::NAME,
     };
     let tracer = telemetry::init_telemetry(&LogConfig::from_source(&env)?, &instance.id, process)?;
     // Parse all configuration before starting the runtime: a bad variable fails in

@@ -5,6 +5,9 @@
 use crate::config::DatabaseConfig;
 use crate::db;
 
+/// The subcommand, and the `process` label of this process' logs and metrics.
+pub const NAME: &str = "migrate";
+
 pub async fn run(config: DatabaseConfig) -> anyhow::Result<()> {
     // One connection: migrations run in sequence, and a deploy step should not hold more.
     let pool = sqlx::postgres::PgPoolOptions::new()

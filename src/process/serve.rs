@@ -19,6 +19,9 @@ use crate::config::ServeConfig;
 use crate::http;
 use crate::shutdown::shutdown_signal;
 
+/// The subcommand, and the `process` label of this process' logs and metrics.
+pub const NAME: &str = "serve";
+
 /// A bound, not yet running instance. Binding happens in [`Application::build`], so the ports
 /// are known (tests bind port 0) before anything is served.
 #[derive(Debug)]
@@ -39,7 +42,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         let listener = super::bind("the HTTP listener", config.http.addr).await?;
-        let internal = Internal::bind(&config.internal, &config.instance.id, "serve").await?;
+        let internal = Internal::bind(&config.internal, &config.instance.id, NAME).await?;
         let state = AppState::new(config)?;
         Ok(Self {
             listener,

@@ -22,6 +22,9 @@ use crate::redis_client::RedisClient;
 use crate::shutdown::{Lifecycle, shutdown_signal};
 use crate::storage::Storage;
 
+/// The subcommand, and the `process` label of this process' logs and metrics.
+pub const NAME: &str = "worker";
+
 #[derive(Debug, Clone)]
 struct WorkerState {
     config: Arc<WorkerConfig>,
@@ -65,7 +68,7 @@ pub async fn run_until(
     config: WorkerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let internal = Internal::bind(&config.internal, &config.instance.id, "worker").await?;
+    let internal = Internal::bind(&config.internal, &config.instance.id, NAME).await?;
     jobs::worker::describe_metrics();
     let redis = RedisClient::new(&config.redis)?;
     let db = Db::connect_lazy(&config.database, &config.instance.id, Some(redis.clone()))?;
