@@ -9,13 +9,15 @@ pub mod email;
 pub mod error;
 pub mod files;
 pub mod http;
-pub mod internal;
 pub mod jobs;
 pub mod media_types;
+pub mod process;
 pub mod rate_limit;
 pub mod redis_client;
 pub mod shutdown;
-pub mod startup;
 pub mod storage;
 pub mod telemetry;
-pub mod worker;
+
+// The paths tests and examples start processes by, kept while the modules live in `process`.
+pub use process::serve as startup;
+pub use process::worker;

@@ -1,4 +1,5 @@
-//! The one binary, with one subcommand per process type (12-factor).
+//! The one binary, with one subcommand per process type (12-factor). Each subcommand parses
+//! its configuration and hands over to its process in `scaleout::process`.
 
 use std::process::ExitCode;
 
@@ -6,7 +7,7 @@ use clap::{Parser, Subcommand};
 use scaleout::config::{
     ConfigError, DatabaseConfig, InstanceConfig, LogConfig, ProcessEnv, ServeConfig, WorkerConfig,
 };
-use scaleout::{db, shutdown, startup, telemetry, worker};
+use scaleout::{process, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,9 +68,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let env = ProcessEnv;
     let instance = InstanceConfig::from_source(&env)?;
     let process = match cli.command {
-        Command::Serve => "serve",
-        Command::Worker => "worker",
-        Command::Migrate => "migrate",
+        Command::Serve => process::serve::NAME,
+        Command::Worker => process::worker::NAME,
+        Command::Migrate => process::migrate::NAME,
     };
     let tracer = telemetry::init_telemetry(&LogConfig::from_source(&env)?, &instance.id, process)?;
     // Parse all configuration before starting the runtime: a bad variable fails in
@@ -78,34 +79,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve => {
             let config = ServeConfig::from_source(&env)?;
-            runtime.block_on(async {
-                let app = startup::Application::build(config).await?;
-                app.run_until(shutdown::shutdown_signal()).await
-            })?;
+            runtime.block_on(process::serve::run(config))?;
         }
         Command::Worker => {
             let config = WorkerConfig::from_source(&env)?;
-            runtime.block_on(worker::run(config))?;
+            runtime.block_on(process::worker::run(config))?;
         }
         Command::Migrate => {
             let config = DatabaseConfig::from_source(&env)?;
-            runtime.block_on(async {
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(config.acquire_timeout)
-                    .connect(config.primary_url.expose())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot connect to the primary: {e}"))?;
-                db::migrate(&pool)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
-                // The job queue's own schema (`apalis`), from apalis-postgres' migrations.
-                apalis_postgres::PostgresStorage::setup(&pool)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("job queue migration failed: {e}"))?;
-                tracing::info!("migrations applied");
-                anyhow::Ok(())
-            })?;
+            runtime.block_on(process::migrate::run(config))?;
         }
     }
     if let Some(tracer) = tracer {

@@ -1,4 +1,4 @@
-//! Building, running and stopping `scaleout serve`.
+//! `scaleout serve`: building, running and stopping the HTTP API process.
 //!
 //! Shutdown follows the order load balancers need: on the signal `/health` turns 503 at once
 //! while the instance keeps serving for the drain period; then the listener closes, in-flight
@@ -13,41 +13,40 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::internal::Internal;
 use crate::app::AppState;
 use crate::config::ServeConfig;
 use crate::http;
-use crate::internal;
-use crate::telemetry;
+use crate::shutdown::shutdown_signal;
+
+/// The subcommand, and the `process` label of this process' logs and metrics.
+pub const NAME: &str = "serve";
 
 /// A bound, not yet running instance. Binding happens in [`Application::build`], so the ports
 /// are known (tests bind port 0) before anything is served.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    internal_listener: TcpListener,
+    internal: Internal,
     state: AppState,
+}
+
+/// Serves until SIGTERM or Ctrl-C: the `scaleout serve` subcommand.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    Application::build(config)
+        .await?
+        .run_until(shutdown_signal())
+        .await
 }
 
 impl Application {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.http.addr)
-            .await
-            .with_context(|| format!("cannot bind the HTTP listener on {}", config.http.addr))?;
-        let internal_listener =
-            TcpListener::bind(config.internal.addr)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot bind the metrics listener on {}",
-                        config.internal.addr
-                    )
-                })?;
-        telemetry::metrics_handle();
-        telemetry::record_build_info(&config.instance.id, "serve");
+        let listener = super::bind("the HTTP listener", config.http.addr).await?;
+        let internal = Internal::bind(&config.internal, &config.instance.id, NAME).await?;
         let state = AppState::new(config)?;
         Ok(Self {
             listener,
-            internal_listener,
+            internal,
             state,
         })
     }
@@ -59,9 +58,7 @@ impl Application {
     }
 
     pub fn internal_addr(&self) -> SocketAddr {
-        self.internal_listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.internal.addr()
     }
 
     pub fn state(&self) -> &AppState {
@@ -75,27 +72,21 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
-            internal_listener,
+            internal,
             state,
         } = self;
         let shutdown_config = state.config.shutdown.clone();
         let lifecycle = state.lifecycle.clone();
         let (stopped_accepting_tx, mut stopped_accepting) = watch::channel(false);
 
-        let internal_router = internal::router(
-            Router::new()
-                .route("/health", get(http::health::health))
-                .with_state(state.clone()),
-        );
+        let health = Router::new()
+            .route("/health", get(http::health::health))
+            .with_state(state.clone());
         let mut internal_stop = stopped_accepting.clone();
-        let internal_task = tokio::spawn(internal::serve(
-            internal_listener,
-            internal_router,
-            async move {
-                // Metrics stay scrapeable through the drain, until the main listener closes.
-                let _ = internal_stop.wait_for(|stopped| *stopped).await;
-            },
-        ));
+        let internal_task = internal.spawn(health, async move {
+            // Metrics stay scrapeable through the drain, until the main listener closes.
+            let _ = internal_stop.wait_for(|stopped| *stopped).await;
+        });
 
         let drain = shutdown_config.drain;
         let graceful = async move {

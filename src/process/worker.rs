@@ -6,24 +6,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use tokio::net::TcpListener;
 
+use super::internal::Internal;
 use crate::accounts::session::Sessions;
 use crate::config::WorkerConfig;
 use crate::db::Db;
 use crate::email::Mailer;
 use crate::http::health;
-use crate::internal;
 use crate::jobs::{self, worker::JobState};
 use crate::redis_client::RedisClient;
 use crate::shutdown::{Lifecycle, shutdown_signal};
 use crate::storage::Storage;
-use crate::telemetry;
+
+/// The subcommand, and the `process` label of this process' logs and metrics.
+pub const NAME: &str = "worker";
 
 #[derive(Debug, Clone)]
 struct WorkerState {
@@ -40,14 +40,12 @@ async fn worker_health(State(state): State<WorkerState>) -> Response {
 /// Ready when the worker can reach what its jobs need.
 async fn worker_ready(State(state): State<WorkerState>) -> Response {
     let timeout = state.config.ready.check_timeout;
-    let primary = state.db.primary_pool().clone();
     let (primary, redis) = tokio::join!(
-        health::check("primary", timeout, async move {
-            sqlx::query_scalar::<_, i32>("select 1")
-                .fetch_one(&primary)
-                .await
-                .map(|_| ())
-        }),
+        health::check(
+            "primary",
+            timeout,
+            super::primary_answers(state.db.primary_pool())
+        ),
         health::check("redis", timeout, state.redis.ping()),
     );
     health::readiness_response(
@@ -58,6 +56,7 @@ async fn worker_ready(State(state): State<WorkerState>) -> Response {
     )
 }
 
+/// Runs jobs until SIGTERM or Ctrl-C: the `scaleout worker` subcommand.
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     run_until(config, shutdown_signal()).await
 }
@@ -69,16 +68,7 @@ pub async fn run_until(
     config: WorkerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.internal.addr)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot bind the metrics listener on {}",
-                config.internal.addr
-            )
-        })?;
-    telemetry::metrics_handle();
-    telemetry::record_build_info(&config.instance.id, "worker");
+    let internal = Internal::bind(&config.internal, &config.instance.id, NAME).await?;
     jobs::worker::describe_metrics();
     let redis = RedisClient::new(&config.redis)?;
     let db = Db::connect_lazy(&config.database, &config.instance.id, Some(redis.clone()))?;
@@ -96,16 +86,14 @@ pub async fn run_until(
         sessions: Sessions::new(&config.redis, redis)?,
         mailer: Mailer::new(&config.smtp)?,
     };
-    let router = internal::router(
-        Router::new()
-            .route("/health", get(worker_health))
-            .route("/ready", get(worker_ready))
-            .with_state(state.clone()),
-    );
+    let health = Router::new()
+        .route("/health", get(worker_health))
+        .route("/ready", get(worker_ready))
+        .with_state(state.clone());
     // Unique per process, also across restarts: apalis keys heartbeats and job locks by it.
     let name = format!("{}-{}", config.instance.id, ulid::Ulid::generate());
     tracing::info!(
-        addr = %listener.local_addr()?,
+        addr = %internal.addr(),
         instance = %config.instance.id,
         worker = %name,
         "worker started"
@@ -122,9 +110,9 @@ pub async fn run_until(
         }
     };
     let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let internal = tokio::spawn(internal::serve(listener, router, async move {
+    let internal = internal.spawn(health, async move {
         let _ = done_rx.await;
-    }));
+    });
     let pool = db.primary_pool().clone();
     let scheduler = tokio::spawn(jobs::schedule::run(
         pool.clone(),
