@@ -513,6 +513,16 @@ fn connect_options(
     Ok(options)
 }
 
+/// Whether a server runs a statement: the one question `/ready` (of `serve` and `worker`) and
+/// `migrate` ask of Postgres. Asking with a query, not only a connection, catches a server that
+/// accepts connections but cannot serve them (recovery, a full disk).
+pub async fn answers(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar::<_, i32>("select 1")
+        .fetch_one(pool)
+        .await
+        .map(|_| ())
+}
+
 /// Applies `migrations/` to the primary. Only `scaleout migrate` calls this, once per deploy:
 /// instances never migrate implicitly, so a rolling deploy cannot race two migrators.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

@@ -157,23 +157,17 @@ pub fn readiness_response(
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let timeout = state.config.ready.check_timeout;
-    let select_one = |pool: sqlx::PgPool| async move {
-        sqlx::query_scalar::<_, i32>("select 1")
-            .fetch_one(&pool)
-            .await
-            .map(|_| ())
-    };
     let (primary, replica, redis, storage) = tokio::join!(
         check(
             "primary",
             timeout,
-            select_one(state.db.primary_pool().clone())
+            crate::db::answers(state.db.primary_pool())
         ),
         check(
             "replica",
             timeout,
             tracing::Instrument::instrument(
-                select_one(state.db.replica().clone()),
+                crate::db::answers(state.db.replica()),
                 crate::db::timing::role_span("replica"),
             ),
         ),

@@ -15,7 +15,7 @@ pub async fn run(config: DatabaseConfig) -> anyhow::Result<()> {
         .acquire_timeout(config.acquire_timeout)
         .connect_lazy(config.primary_url.expose())
         .map_err(|e| anyhow::anyhow!("cannot connect to the primary: {e}"))?;
-    super::primary_answers(&pool)
+    db::answers(&pool)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the primary: {e}"))?;
     db::migrate(&pool)

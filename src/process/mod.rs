@@ -7,13 +7,12 @@
 //! - [`bind`]: every listener is bound with an error naming what it is for and its address;
 //! - [`internal::Internal`]: the metrics and health listener, with the metrics recorder and the
 //!   build info installed before any other metric can be recorded;
-//! - [`primary_answers`]: the one question asked of the primary, by `worker`'s `/ready` and by
-//!   `migrate` before it migrates.
+//! - `db::answers`: the one question asked of Postgres, by both `/ready`s and by `migrate`
+//!   before it migrates.
 
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub mod internal;
@@ -27,13 +26,4 @@ pub async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {what} on {addr}"))
-}
-
-/// Whether the primary runs a statement. Asking with a query, not only a connection, catches
-/// a server that accepts connections but cannot serve them (recovery, a full disk).
-pub async fn primary_answers(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query_scalar::<_, i32>("select 1")
-        .fetch_one(pool)
-        .await
-        .map(|_| ())
 }

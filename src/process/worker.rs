@@ -44,7 +44,7 @@ async fn worker_ready(State(state): State<WorkerState>) -> Response {
         health::check(
             "primary",
             timeout,
-            super::primary_answers(state.db.primary_pool())
+            crate::db::answers(state.db.primary_pool())
         ),
         health::check("redis", timeout, state.redis.ping()),
     );
