@@ -10,4 +10,5 @@ pub mod routes;
 pub mod session;
 pub mod validate;
 
+pub use routes::Avatar;
 pub use session::AuthUser;

@@ -18,7 +18,6 @@ use crate::app::AppState;
 use crate::db::{Caller, Writer};
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
-use crate::files::routes::Avatar;
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::path::PathId;
@@ -36,6 +35,29 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_me, update_me, delete_me))
         .routes(routes!(change_password))
         .routes(routes!(get_user))
+}
+
+/// The avatar's state, as the profile shows it. The profile owns it (the `users` row holds
+/// the status); the files module stores the image and answers `PUT /me/avatar` with it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "pending", "url": null}))]
+pub struct Avatar {
+    /// `pending` until the thumbnail is made, then `ready`; `failed` when the image cannot be
+    /// decoded (upload another).
+    pub status: String,
+    /// Where the thumbnail is served, once ready.
+    pub url: Option<String>,
+}
+
+impl Avatar {
+    /// The avatar of `user` whose status column reads `status`.
+    pub fn of(user: Uuid, status: Option<&str>) -> Option<Self> {
+        let status = status?;
+        Some(Self {
+            status: status.to_owned(),
+            url: (status == "ready").then(|| format!("/api/v1/users/{user}/avatar")),
+        })
+    }
 }
 
 /// The caller's own account.

@@ -4,40 +4,17 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::streamed::{UploadBody, UploadForm};
 use super::{TAG, discard_object, redirect_to};
 use crate::accounts::AuthUser;
+use crate::accounts::Avatar;
 use crate::app::AppState;
 use crate::error::responses::{CrossSite, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
 use crate::files::object_key;
 use crate::http::path::PathId;
-
-/// The avatar's state, as the profile shows it.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"status": "pending", "url": null}))]
-pub struct Avatar {
-    /// `pending` until the thumbnail is made, then `ready`; `failed` when the image cannot be
-    /// decoded (upload another).
-    pub status: String,
-    /// Where the thumbnail is served, once ready.
-    pub url: Option<String>,
-}
-
-impl Avatar {
-    /// The avatar of `user` whose status column reads `status`.
-    pub fn of(user: Uuid, status: Option<&str>) -> Option<Self> {
-        let status = status?;
-        Some(Self {
-            status: status.to_owned(),
-            url: (status == "ready").then(|| format!("/api/v1/users/{user}/avatar")),
-        })
-    }
-}
 
 /// Upload a new avatar image; the profile shows it as pending until its thumbnail is ready.
 #[utoipa::path(

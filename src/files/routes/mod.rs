@@ -24,8 +24,6 @@ use crate::config::FilesConfig;
 use crate::error::ApiError;
 use crate::http::limits::Limits;
 
-pub use avatars::Avatar;
-
 pub const TAG: &str = "files";
 
 /// The routes whose bodies are small JSON, documented with this deployment's upload limits.
