@@ -375,10 +375,22 @@ impl From<crate::storage::StorageError> for ApiError {
     }
 }
 
-impl From<crate::jobs::EnqueueError> for ApiError {
-    fn from(e: crate::jobs::EnqueueError) -> Self {
+/// Why a job could not be enqueued (`jobs::enqueue`). Defined here, at the bottom of the
+/// module order, so that mapping it to a status needs no import of the jobs module.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the job cannot be serialised: {0}")]
+    Serialise(#[from] serde_json::Error),
+    #[error("the queue refused the job: {0}")]
+    Queue(String),
+}
+
+impl From<EnqueueError> for ApiError {
+    fn from(e: EnqueueError) -> Self {
         match e {
-            crate::jobs::EnqueueError::Database(e) => e.into(),
+            EnqueueError::Database(e) => e.into(),
             other => Self::Internal(other.into()),
         }
     }

@@ -6,9 +6,7 @@
 
 pub mod password;
 pub mod repo;
-pub mod routes;
 pub mod session;
 pub mod validate;
 
-pub use routes::Avatar;
 pub use session::AuthUser;

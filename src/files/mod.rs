@@ -2,9 +2,7 @@
 //! bytes beyond one multipart part in flight, so any instance can take an upload and any
 //! other can hand it out.
 
-pub mod avatar;
 pub mod repo;
-pub mod routes;
 pub mod sniff;
 pub mod upload;
 

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod middleware;
 pub mod openapi;
 pub mod path;
+pub mod routes;
 
 use std::sync::Arc;
 
@@ -66,17 +67,17 @@ async fn not_found() -> Problem {
 }
 
 /// The documented routes, and the document. Each router carries its own request limits:
-/// the defaults here, the upload routes' own where they are defined (`files::routes::uploads`).
+/// the defaults here, the upload routes' own where they are defined (`routes::files::uploads`).
 pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let config = &state.config;
     let defaults =
         axum::middleware::from_fn_with_state(Limits::from_http(&config.http), limits::enforce);
     // Everything behind a session: accounts, files and jobs.
-    let accounts = crate::accounts::routes::router()
-        .merge(crate::files::routes::router(&config.files))
-        .merge(crate::jobs::routes::router())
+    let accounts = routes::accounts::router()
+        .merge(routes::files::router(&config.files))
+        .merge(routes::jobs::router())
         .layer(defaults.clone())
-        .merge(crate::files::routes::uploads(&config.files))
+        .merge(routes::files::uploads(&config.files))
         .layer(state.sessions.layer(&config.auth))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

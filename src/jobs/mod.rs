@@ -23,7 +23,6 @@ pub mod canary;
 pub mod delete_account;
 pub mod prune_jobs;
 pub mod purge_uploads;
-pub mod routes;
 pub mod schedule;
 pub mod status;
 pub mod thumbnail;
@@ -115,16 +114,7 @@ pub struct Envelope {
 /// A job's id: a ULID, time-ordered, as apalis stores it.
 pub type JobId = String;
 
-/// Why a job could not be enqueued.
-#[derive(Debug, thiserror::Error)]
-pub enum EnqueueError {
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    #[error("the job cannot be serialised: {0}")]
-    Serialise(#[from] serde_json::Error),
-    #[error("the queue refused the job: {0}")]
-    Queue(String),
-}
+pub use crate::error::EnqueueError;
 
 /// Records `job` in the unit of work `write`. It becomes visible to workers when (and only
 /// if) the write commits, and is counted (`jobs_enqueued_total`) only then.

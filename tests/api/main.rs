@@ -7,6 +7,7 @@
 mod helpers;
 
 mod accounts;
+mod architecture;
 mod drain;
 mod file_lifecycle;
 mod files;

@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::session::AuthUser;
-use super::{password, repo, validate};
+use crate::accounts::session::AuthUser;
+use crate::accounts::{password, repo, validate};
 use crate::app::AppState;
 use crate::db::{Caller, Writer};
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, NoSession, Unavailable};

@@ -3,6 +3,7 @@
 //!
 //! Only the owner sees a file; anyone else gets the 404 a missing file gets.
 
+mod avatar_change;
 mod avatars;
 mod direct;
 mod owned;
@@ -17,11 +18,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::repo;
 use crate::accounts::AuthUser;
 use crate::app::AppState;
 use crate::config::FilesConfig;
 use crate::error::ApiError;
+use crate::files::repo;
 use crate::http::limits::Limits;
 
 pub const TAG: &str = "files";

@@ -1,13 +1,14 @@
-//! The profile's avatar: an uploaded image (a `files` row of purpose `avatar`) and, once the
-//! thumbnail job has run, its thumbnail.
+//! Changing the profile's avatar: the uploaded image (a `files` row of purpose `avatar`)
+//! recorded as the user's avatar with its thumbnail job, in one write, and the replaced one
+//! discarded. The workflow of `PUT /me/avatar`, beside its handler.
 
 use uuid::Uuid;
 
-use super::{object_key, repo, upload::Stored};
 use crate::accounts;
 use crate::app::AppState;
 use crate::db::Writer;
 use crate::error::ApiError;
+use crate::files::{object_key, repo, upload::Stored};
 use crate::jobs::{self, Job, thumbnail::MakeThumbnail};
 
 /// An avatar that has been replaced and is to be removed.

@@ -4,12 +4,12 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::status::{self, JobView};
 use crate::accounts::AuthUser;
 use crate::app::AppState;
 use crate::error::responses::{NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
 use crate::http::path::PathId;
+use crate::jobs::status::{self, JobView};
 
 pub const TAG: &str = "jobs";
 

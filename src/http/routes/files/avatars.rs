@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
+use super::super::accounts::Avatar;
 use super::streamed::{UploadBody, UploadForm};
 use super::{TAG, discard_object, redirect_to};
 use crate::accounts::AuthUser;
-use crate::accounts::Avatar;
 use crate::app::AppState;
 use crate::error::responses::{CrossSite, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
@@ -44,7 +44,7 @@ pub(super) async fn upload_avatar(
     let stored = body
         .store(&state, &key, state.config.files.avatar_max_bytes, &images)
         .await?;
-    let recorded = crate::files::avatar::replace(&state, user.id, id, &key, &stored).await;
+    let recorded = super::avatar_change::replace(&state, user.id, id, &key, &stored).await;
     let previous = match recorded {
         Ok(previous) => previous,
         Err(e) => {
@@ -53,7 +53,7 @@ pub(super) async fn upload_avatar(
         }
     };
     if let Some(previous) = previous {
-        crate::files::avatar::discard(&state, &previous).await;
+        super::avatar_change::discard(&state, &previous).await;
     }
     let avatar = Avatar {
         status: "pending".into(),
