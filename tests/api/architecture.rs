@@ -110,3 +110,38 @@ fn only_the_processes_use_http_and_nothing_uses_the_processes() {
         }
     }
 }
+
+/// The `.rs` files under `src/<dir>`, with their text.
+fn sources(dir: &str) -> Vec<(std::path::PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir)];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("readable");
+                found.push((path, text));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn handlers_carry_no_sql_and_write_only_through_a_unit_of_work() {
+    let routes = sources("http/routes");
+    assert!(routes.len() >= 5, "read {} route files", routes.len());
+    for (path, text) in routes {
+        // SQL lives in the repos; writes go through `db.begin(..)`, whose commit records the
+        // writer's position. The bare primary pool would skip that.
+        for forbidden in ["sqlx::query", "primary_pool"] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                path.display()
+            );
+        }
+    }
+}
