@@ -9,6 +9,8 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::db::Write;
+
 #[derive(Debug, Clone)]
 pub struct User {
     pub id: Uuid,
@@ -22,7 +24,7 @@ pub struct User {
 
 #[tracing::instrument(skip_all)]
 pub async fn insert(
-    db: impl PgExecutor<'_>,
+    write: &mut Write,
     id: Uuid,
     email: &str,
     name: &str,
@@ -38,7 +40,7 @@ pub async fn insert(
         name,
         password_hash,
     )
-    .fetch_one(db)
+    .fetch_one(&mut **write)
     .await
 }
 
@@ -83,7 +85,7 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, sql
 /// Changes the given fields only; `None` keeps the current value.
 #[tracing::instrument(skip_all)]
 pub async fn update_profile(
-    db: impl PgExecutor<'_>,
+    write: &mut Write,
     id: Uuid,
     name: Option<&str>,
     email: Option<&str>,
@@ -98,35 +100,31 @@ pub async fn update_profile(
         name,
         email,
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut **write)
     .await
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn set_password(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    hash: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn set_password(write: &mut Write, id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update users set password_hash = $2, updated_at = now() where id = $1",
         id,
         hash
     )
-    .execute(db)
+    .execute(&mut **write)
     .await?;
     Ok(())
 }
 
 /// Marks the account for deletion; false if it already was.
 #[tracing::instrument(skip_all)]
-pub async fn mark_for_deletion(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn mark_for_deletion(write: &mut Write, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "update users set deletion_requested_at = now(), updated_at = now()
           where id = $1 and deletion_requested_at is null",
         id
     )
-    .execute(db)
+    .execute(&mut **write)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -147,12 +145,12 @@ pub async fn marked_for_deletion(
 
 /// Deletes an account marked for deletion (not one that was not).
 #[tracing::instrument(skip_all)]
-pub async fn delete_marked(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete_marked(write: &mut Write, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "delete from users where id = $1 and deletion_requested_at is not null",
         id
     )
-    .execute(db)
+    .execute(&mut **write)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -185,7 +183,7 @@ pub async fn recipient(
 /// user, so each sees the other's file as the one it replaces.
 #[tracing::instrument(skip_all)]
 pub async fn lock_for_avatar(
-    db: impl PgExecutor<'_>,
+    write: &mut Write,
     id: Uuid,
 ) -> Result<Option<Option<Uuid>>, sqlx::Error> {
     sqlx::query_scalar!(
@@ -194,14 +192,14 @@ pub async fn lock_for_avatar(
             for update",
         id
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut **write)
     .await
 }
 
 /// Points the account at a new avatar file, waiting for its thumbnail.
 #[tracing::instrument(skip_all)]
 pub async fn set_avatar_pending(
-    db: impl PgExecutor<'_>,
+    write: &mut Write,
     id: Uuid,
     file: Uuid,
 ) -> Result<(), sqlx::Error> {
@@ -213,7 +211,7 @@ pub async fn set_avatar_pending(
         id,
         file
     )
-    .execute(db)
+    .execute(&mut **write)
     .await?;
     Ok(())
 }
@@ -238,18 +236,14 @@ pub async fn has_avatar(
 
 /// Marks avatar `file` as undecodable, if it is still the account's avatar.
 #[tracing::instrument(skip_all)]
-pub async fn set_avatar_failed(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    file: Uuid,
-) -> Result<(), sqlx::Error> {
+pub async fn set_avatar_failed(write: &mut Write, id: Uuid, file: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update users set avatar_status = 'failed', updated_at = now()
           where id = $1 and avatar_file_id = $2 and deletion_requested_at is null",
         id,
         file
     )
-    .execute(db)
+    .execute(&mut **write)
     .await?;
     Ok(())
 }
@@ -258,7 +252,7 @@ pub async fn set_avatar_failed(
 /// avatar (replaced, or the account is being deleted).
 #[tracing::instrument(skip_all)]
 pub async fn set_avatar_ready(
-    db: impl PgExecutor<'_>,
+    write: &mut Write,
     id: Uuid,
     file: Uuid,
     thumbnail_key: &str,
@@ -270,16 +264,16 @@ pub async fn set_avatar_ready(
         file,
         thumbnail_key
     )
-    .execute(db)
+    .execute(&mut **write)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Drops the account's avatar reference, so that its files can go.
 #[tracing::instrument(skip_all)]
-pub async fn unhook_avatar(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn unhook_avatar(write: &mut Write, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!("update users set avatar_file_id = null where id = $1", id)
-        .execute(db)
+        .execute(&mut **write)
         .await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `SCALEOUT_HTTP_ADDR` | `127.0.0.1:8080` | Address of the public API listener (containers use `0.0.0.0:8080`) |
 //! | `HTTP_REQUEST_TIMEOUT_MS` | `15000` | A request still running after this long is answered 503 |
-//! | `HTTP_BODY_LIMIT_BYTES` | `1048576` | Largest request body accepted; larger ones get 413 |
+//! | `HTTP_BODY_LIMIT_BYTES` | `65536` | Largest request body (uploads excepted) accepted; larger ones get 413 |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,8 +24,8 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "HTTP_BODY_LIMIT_BYTES",
-        default: Fallback::Value("1048576"),
-        about: "Largest request body accepted; larger ones get 413",
+        default: Fallback::Value("65536"),
+        about: "Largest request body (uploads excepted) accepted; larger ones get 413",
     },
 ];
 

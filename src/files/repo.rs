@@ -6,6 +6,8 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::db::Write;
+
 #[derive(Debug, Clone)]
 pub struct FileRow {
     pub id: Uuid,
@@ -39,10 +41,7 @@ pub struct NewFile<'a> {
 /// Records a file, unless its owner is gone or being deleted (`None`): the deletion job may
 /// already have listed the owner's objects, so the caller must discard the object.
 #[tracing::instrument(skip_all, fields(file = %file.id))]
-pub async fn insert(
-    db: impl PgExecutor<'_>,
-    file: &NewFile<'_>,
-) -> Result<Option<FileRow>, sqlx::Error> {
+pub async fn insert(write: &mut Write, file: &NewFile<'_>) -> Result<Option<FileRow>, sqlx::Error> {
     sqlx::query_as!(
         FileRow,
         "insert into files (id, owner_id, purpose, object_key, name, size_bytes, content_type,
@@ -62,7 +61,7 @@ pub async fn insert(
         file.status,
         file.upload_expires_at,
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut **write)
     .await
 }
 
@@ -113,10 +112,7 @@ pub async fn list_owned(
 
 /// Locks a pending upload for the rest of the transaction; `None` if it is not pending.
 #[tracing::instrument(skip_all, fields(file = %id))]
-pub async fn claim_pending(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<FileRow>, sqlx::Error> {
+pub async fn claim_pending(write: &mut Write, id: Uuid) -> Result<Option<FileRow>, sqlx::Error> {
     sqlx::query_as!(
         FileRow,
         "select id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
@@ -126,16 +122,13 @@ pub async fn claim_pending(
             for update",
         id,
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut **write)
     .await
 }
 
 /// Marks a pending upload available; `None` if it is not pending (any more).
 #[tracing::instrument(skip_all, fields(file = %id))]
-pub async fn mark_available(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<FileRow>, sqlx::Error> {
+pub async fn mark_available(write: &mut Write, id: Uuid) -> Result<Option<FileRow>, sqlx::Error> {
     sqlx::query_as!(
         FileRow,
         "update files set status = 'available', upload_expires_at = null, updated_at = now()
@@ -144,14 +137,14 @@ pub async fn mark_available(
                 upload_expires_at, created_at, updated_at",
         id,
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut **write)
     .await
 }
 
 #[tracing::instrument(skip_all, fields(file = %id))]
-pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete(write: &mut Write, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!("delete from files where id = $1", id)
-        .execute(db)
+        .execute(&mut **write)
         .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -175,7 +168,7 @@ pub struct Abandoned {
 /// first, for the rest of the transaction.
 #[tracing::instrument(skip_all)]
 pub async fn claim_abandoned(
-    db: impl PgExecutor<'_>,
+    write: &mut Write,
     grace: std::time::Duration,
     limit: i64,
 ) -> Result<Vec<Abandoned>, sqlx::Error> {
@@ -194,14 +187,14 @@ pub async fn claim_abandoned(
         grace,
         limit
     )
-    .fetch_all(db)
+    .fetch_all(&mut **write)
     .await
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+pub async fn delete_many(write: &mut Write, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!("delete from files where id = any($1)", ids)
-        .execute(db)
+        .execute(&mut **write)
         .await?;
     Ok(done.rows_affected())
 }
@@ -209,7 +202,7 @@ pub async fn delete_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, s
 /// Deletes up to `limit` of `owner`'s files; returns how many went (0: none left).
 #[tracing::instrument(skip_all)]
 pub async fn delete_batch_of_owner(
-    db: impl PgExecutor<'_>,
+    write: &mut Write,
     owner: Uuid,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
@@ -218,7 +211,7 @@ pub async fn delete_batch_of_owner(
         owner,
         limit
     )
-    .execute(db)
+    .execute(&mut **write)
     .await?;
     Ok(done.rows_affected())
 }

@@ -26,6 +26,19 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The most any route allows: a backstop around the whole router, so that a route added
+    /// without a limits layer of its own is still bounded (by the upload limits at worst).
+    pub fn ceiling(config: &crate::config::ServeConfig) -> Self {
+        let overhead = crate::http::routes::files::MULTIPART_OVERHEAD;
+        let files = &config.files;
+        Self {
+            timeout: config.http.request_timeout.max(files.upload_timeout),
+            body_bytes: (config.http.body_limit_bytes as u64)
+                .max(files.max_bytes + overhead)
+                .max(files.avatar_max_bytes + overhead),
+        }
+    }
+
     /// The defaults of every route that does not declare its own (`HTTP_REQUEST_TIMEOUT_MS`,
     /// `HTTP_BODY_LIMIT_BYTES`).
     pub fn from_http(http: &crate::config::HttpConfig) -> Self {

@@ -3,8 +3,10 @@
 //!
 //! Middleware reads outside-in: the request id is settled first so everything after can log
 //! it; then the span, log line and metrics (which also give bare error statuses a problem+json
-//! body); then panics, the timeout and the body limit, so their responses are logged and counted
-//! like any other. The API routes add cross-site protection and sessions.
+//! body); then panics; then a ceiling on every request's time and body (the largest any route
+//! allows), so a route added without limits of its own is still bounded. Each router then
+//! carries its own, tighter limits (`limits`), inside cross-site protection and sessions for
+//! the API routes. Every response is logged and counted like any other.
 
 pub mod client_ip;
 pub mod csrf;
@@ -114,7 +116,12 @@ pub fn router(state: AppState) -> Router {
             middleware::observe,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
-        // Every router bounds its bodies (`limits`); extractors need no limit of their own.
+        .layer(axum::middleware::from_fn_with_state(
+            Limits::ceiling(&state.config),
+            limits::enforce,
+        ))
+        // The ceiling and every router's own limits bound the bodies; extractors need no
+        // limit of their own.
         .layer(DefaultBodyLimit::disable());
 
     api.fallback(not_found)

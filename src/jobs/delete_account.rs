@@ -64,12 +64,12 @@ impl DeleteAccount {
         // The avatar points into files; unhook it before the files go. Each statement is a
         // write of its own: short, and nobody reads an account being deleted.
         let mut write = db.begin(Writer::System).await?;
-        accounts::repo::unhook_avatar(&mut *write, user).await?;
+        accounts::repo::unhook_avatar(&mut write, user).await?;
         write.commit().await?;
         let mut rows = 0;
         loop {
             let mut write = db.begin(Writer::System).await?;
-            let files = files::repo::delete_batch_of_owner(&mut *write, user, BATCH).await?;
+            let files = files::repo::delete_batch_of_owner(&mut write, user, BATCH).await?;
             let emails = super::welcome_email::forget_sent_batch(&mut *write, user, BATCH).await?;
             write.commit().await?;
             if files + emails == 0 {
@@ -78,7 +78,7 @@ impl DeleteAccount {
             rows += files + emails;
         }
         let mut write = db.begin(Writer::System).await?;
-        accounts::repo::delete_marked(&mut *write, user).await?;
+        accounts::repo::delete_marked(&mut write, user).await?;
         write.commit().await?;
         tracing::info!(objects, rows, "account deleted");
         Ok(())

@@ -30,7 +30,7 @@ impl PurgeUploads {
             // meanwhile waits, then finds the file gone (404) instead of making available a
             // file whose object was just deleted. One that committed first is not pending.
             let mut write = db.begin(Writer::System).await?;
-            let batch = files::repo::claim_abandoned(&mut *write, grace, BATCH).await?;
+            let batch = files::repo::claim_abandoned(&mut write, grace, BATCH).await?;
             if batch.is_empty() {
                 break;
             }
@@ -39,7 +39,7 @@ impl PurgeUploads {
                 ctx.state.storage.delete_object(&staging).await?;
             }
             let ids: Vec<_> = batch.iter().map(|f| f.id).collect();
-            files::repo::delete_many(&mut *write, &ids).await?;
+            files::repo::delete_many(&mut write, &ids).await?;
             write.commit().await?;
             purged += batch.len();
         }

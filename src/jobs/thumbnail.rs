@@ -58,7 +58,7 @@ impl MakeThumbnail {
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "the avatar cannot be decoded");
                 let mut write = db.begin(Writer::User(self.user_id)).await?;
-                accounts::repo::set_avatar_failed(&mut *write, self.user_id, self.file_id).await?;
+                accounts::repo::set_avatar_failed(&mut write, self.user_id, self.file_id).await?;
                 write.commit().await?;
                 return Ok(());
             }
@@ -68,7 +68,7 @@ impl MakeThumbnail {
         // Written for the user: their next read shows the avatar ready, through any instance.
         let mut write = db.begin(Writer::User(self.user_id)).await?;
         let updated =
-            accounts::repo::set_avatar_ready(&mut *write, self.user_id, self.file_id, &key).await?;
+            accounts::repo::set_avatar_ready(&mut write, self.user_id, self.file_id, &key).await?;
         write.commit().await?;
         if !updated {
             // Replaced or being deleted while we worked: whoever removes the avatar's objects

@@ -34,18 +34,58 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
             }
             let text = std::fs::read_to_string(&path).expect("readable");
             let deps = graph.entry(first.clone()).or_default();
-            for (i, _) in text.match_indices("crate::") {
-                let name: String = text[i + "crate::".len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() && name != first {
-                    deps.insert(name);
-                }
-            }
+            deps.extend(crate_modules(&text).into_iter().filter(|m| *m != first));
         }
     }
     graph
+}
+
+/// The top-level modules `text` names through `crate::`, grouped imports included
+/// (`use crate::{accounts, files::repo};`).
+fn crate_modules(text: &str) -> BTreeSet<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    for (i, _) in text.match_indices("crate::") {
+        let rest = &text[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Only the first segment of each item is a top-level module; nested groups of a
+            // module (`files::{repo, upload}`) start with that module's name.
+            let mut depth = 0;
+            let mut item_start = true;
+            for (at, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    _ if item_start && !c.is_whitespace() => {
+                        found.insert(ident(&group[at..]));
+                        item_start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            found.insert(ident(rest));
+        }
+    }
+    found.retain(|m| !m.is_empty() && m != "self");
+    found
+}
+
+#[test]
+fn the_module_reader_sees_paths_and_grouped_imports() {
+    let text = "use crate::db::Writer;\nuse crate::{accounts, files::{repo, upload}, http};\n\
+                let x = crate::error::ApiError::NotFound;";
+    assert_eq!(
+        crate_modules(text),
+        BTreeSet::from(["accounts", "db", "error", "files", "http"].map(str::to_owned))
+    );
 }
 
 /// Every module `from` reaches through the graph.

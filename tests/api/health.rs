@@ -80,18 +80,91 @@ async fn unknown_paths_are_problem_json_404s() {
 }
 
 #[tokio::test]
-async fn an_oversize_body_is_refused_with_413() {
-    let app = spawn_app_with(&[("HTTP_BODY_LIMIT_BYTES", "1024")]).await;
+async fn every_documented_operation_refuses_a_body_over_its_limit_with_413() {
+    let app = spawn_app_with(&[
+        ("HTTP_BODY_LIMIT_BYTES", "1024"),
+        ("UPLOAD_MAX_BYTES", "200000"),
+        ("AVATAR_MAX_BYTES", "100000"),
+    ])
+    .await;
+    let doc = app.openapi().await;
+    let operations = crate::helpers::documented_operations(&doc);
+    assert!(operations.len() >= 20, "{} operations", operations.len());
 
-    let response = app
+    // Each route's own limit: the uploads theirs (plus room for the multipart framing), every
+    // other operation the JSON default. A declared length over it is refused before any byte
+    // is read, before authentication.
+    let overhead = scaleout::http::routes::files::MULTIPART_OVERHEAD;
+    for (method, path, _) in &operations {
+        let limit = match (method.as_str(), path.as_str()) {
+            ("POST", "/api/v1/files") => 200_000 + overhead,
+            ("PUT", "/api/v1/me/avatar") => 100_000 + overhead,
+            _ => 1024,
+        };
+        let over = usize::try_from(limit + 1).expect("small");
+        let response = app
+            .client
+            .request(
+                method.clone(),
+                app.url(&crate::helpers::concrete_path(path)),
+            )
+            .header("content-type", "application/json")
+            .body(vec![b' '; over])
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(
+            response.status(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{method} {path} with {over} bytes"
+        );
+    }
+    // The avatar's limit is its own, not the (larger) upload limit.
+    let within_upload_limit = app
         .client
-        .post(app.url("/api/v1"))
-        .body(vec![b'x'; 4096])
+        .put(app.url("/api/v1/me/avatar"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 150_000])
         .send()
         .await
         .expect("answers");
+    assert_eq!(within_upload_limit.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
 
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+#[tokio::test]
+async fn a_request_whose_body_stalls_is_answered_503_when_its_time_is_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&[("HTTP_REQUEST_TIMEOUT_MS", "300")]).await;
+
+    // Ten bytes of a hundred promised, then nothing: the handler waits for the body.
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connects");
+    stream
+        .write_all(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: scaleout\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":",
+        )
+        .await
+        .expect("writes");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The server answers and closes; the bound only guards against a server that never does.
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let n = stream.read(&mut chunk).await.expect("reads");
+            answer.extend_from_slice(&chunk[..n]);
+            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+
+    assert!(read.is_ok(), "the server answered a stalled body");
+    let head = String::from_utf8_lossy(&answer);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
 }
 
 #[tokio::test]

@@ -226,7 +226,7 @@ async fn signup(
     // no email for an account that was rolled back.
     let id = Uuid::now_v7();
     let mut write = state.db.begin(Writer::User(id)).await?;
-    let user = repo::insert(&mut *write, id, &body.email, &body.name, &hash).await?;
+    let user = repo::insert(&mut write, id, &body.email, &body.name, &hash).await?;
     let welcome = Job::WelcomeEmail(WelcomeEmail { user_id: user.id });
     jobs::enqueue(&mut write, welcome, Some(user.id)).await?;
     write.commit().await?;
@@ -421,7 +421,7 @@ async fn delete_me(
     }
     // The mark and the job commit together: a marked account always has its deletion job.
     let mut write = state.db.begin(user.writer()).await?;
-    if !repo::mark_for_deletion(&mut *write, user.id).await? {
+    if !repo::mark_for_deletion(&mut write, user.id).await? {
         return Err(ApiError::Conflict(
             "the account is already being deleted".into(),
         ));
@@ -464,7 +464,7 @@ async fn update_me(
 ) -> Result<axum::Json<Me>, ApiError> {
     let mut write = state.db.begin(user.writer()).await?;
     let me = repo::update_profile(
-        &mut *write,
+        &mut write,
         user.id,
         body.name.as_deref(),
         body.email.as_deref(),
@@ -511,7 +511,7 @@ async fn change_password(
     // changed but sessions ended, which is the safe way to fail.
     state.sessions.end_all_except(user.id, session.id()).await?;
     let mut write = state.db.begin(user.writer()).await?;
-    repo::set_password(&mut *write, user.id, &hash).await?;
+    repo::set_password(&mut write, user.id, &hash).await?;
     write.commit().await?;
     // The surviving session gets a new id too: a stolen copy of its cookie dies here.
     state.sessions.start(&session, user.id).await?;

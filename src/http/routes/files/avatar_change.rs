@@ -33,7 +33,7 @@ pub async fn replace(
     // The user row first: two avatar uploads at once then replace one another in order, each
     // seeing the other's file as the previous one. (Inserting the file first would take a
     // shared lock on the row through the foreign key, and two uploads would deadlock.)
-    let previous = accounts::repo::lock_for_avatar(&mut *write, user)
+    let previous = accounts::repo::lock_for_avatar(&mut write, user)
         .await?
         // Gone, or being deleted: the deletion job may already have listed the objects.
         .ok_or(ApiError::Unauthenticated)?;
@@ -42,12 +42,12 @@ pub async fn replace(
         None => None,
     };
     repo::insert(
-        &mut *write,
+        &mut write,
         &stored.as_new_file(file_id, user, "avatar", key),
     )
     .await?
     .ok_or(ApiError::Unauthenticated)?;
-    accounts::repo::set_avatar_pending(&mut *write, user, file_id).await?;
+    accounts::repo::set_avatar_pending(&mut write, user, file_id).await?;
     // The thumbnail job commits with the avatar it is for.
     let job = Job::MakeThumbnail(MakeThumbnail {
         user_id: user,
@@ -78,7 +78,7 @@ pub async fn discard(state: &AppState, replaced: &Replaced) {
     }
     let deleted = async {
         let mut write = state.db.begin(Writer::System).await?;
-        repo::delete(&mut *write, replaced.file_id).await?;
+        repo::delete(&mut write, replaced.file_id).await?;
         write.commit().await
     };
     if let Err(e) = deleted.await {

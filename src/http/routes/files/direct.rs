@@ -135,7 +135,7 @@ pub(super) async fn create_upload(
         upload_expires_at: Some(expires_at),
     };
     let mut write = state.db.begin(user.writer()).await?;
-    let file = repo::insert(&mut *write, &new)
+    let file = repo::insert(&mut write, &new)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     write.commit().await?;
@@ -180,7 +180,7 @@ pub(super) async fn complete_upload(
     // Claimed for the whole check: the purge skips a claimed file, and a second `complete`
     // waits for this one, then finds the file available.
     let mut write = state.db.begin(user.writer()).await?;
-    let Some(file) = repo::claim_pending(&mut *write, file.id).await? else {
+    let Some(file) = repo::claim_pending(&mut write, file.id).await? else {
         drop(write);
         let file = repo::find_owned(state.db.read_primary(), user.id, file.id)
             .await?
@@ -219,7 +219,7 @@ pub(super) async fn complete_upload(
         .storage
         .copy_object(&staging, &file.object_key)
         .await?;
-    let file = repo::mark_available(&mut *write, file.id)
+    let file = repo::mark_available(&mut write, file.id)
         .await?
         .ok_or(ApiError::NotFound)?;
     write.commit().await?;

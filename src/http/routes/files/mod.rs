@@ -9,6 +9,8 @@ mod direct;
 mod owned;
 mod streamed;
 
+pub use streamed::MULTIPART_OVERHEAD;
+
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;

@@ -183,7 +183,7 @@ pub(super) async fn delete_file(
     // order would leave an object no row points to.
     state.storage.delete_object(&file.object_key).await?;
     let mut write = state.db.begin(user.writer()).await?;
-    repo::delete(&mut *write, file.id).await?;
+    repo::delete(&mut write, file.id).await?;
     write.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -115,7 +115,7 @@ pub(super) async fn upload_file(
     let new = stored.as_new_file(id, user.id, "upload", &key);
     let recorded = async {
         let mut write = state.db.begin(user.writer()).await?;
-        let file = repo::insert(&mut *write, &new).await?;
+        let file = repo::insert(&mut write, &new).await?;
         write.commit().await?;
         Ok::<_, sqlx::Error>(file)
     };
