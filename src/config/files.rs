@@ -5,7 +5,7 @@
 //! | `UPLOAD_MAX_BYTES` | `262144000` | Largest file accepted, streamed or direct (250 MiB) |
 //! | `UPLOAD_PART_BYTES` | `8388608` | Bytes buffered per multipart part: the memory one streamed upload holds (at least 5 MiB) |
 //! | `UPLOAD_ALLOWED_TYPES` | `image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain` | Types accepted, as recognised from a file's leading bytes |
-//! | `UPLOAD_TIMEOUT_SECS` | `600` | The whole request of a streamed upload may take this long |
+//! | `UPLOAD_TIMEOUT_SECS` | `600` | The whole request of an upload (a file or an avatar) may take this long |
 //! | `UPLOAD_URL_TTL_SECS` | `900` | Lifetime of the presigned PUT of a direct upload |
 //! | `DOWNLOAD_URL_TTL_SECS` | `300` | Lifetime of the presigned GET behind `/content` |
 //! | `AVATAR_MAX_BYTES` | `5242880` | Largest avatar image (5 MiB) |
@@ -35,7 +35,7 @@ pub const VARS: &[Var] = &[
     Var {
         name: "UPLOAD_TIMEOUT_SECS",
         default: Fallback::Value("600"),
-        about: "The whole request of a streamed upload may take this long",
+        about: "The whole request of an upload (a file or an avatar) may take this long",
     },
     Var {
         name: "UPLOAD_URL_TTL_SECS",

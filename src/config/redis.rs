@@ -1,4 +1,4 @@
-//! Redis: sessions, rate-limit counters, read-your-writes positions and cache entries.
+//! Redis: sessions, rate-limit counters and read-your-writes positions.
 //!
 //! | variable | default | meaning |
 //! |---|---|---|

@@ -239,17 +239,25 @@ async fn completion_discards_a_staged_object_of_the_wrong_size_or_type() {
 
 #[tokio::test]
 async fn a_presigned_url_refuses_another_length_and_stops_working_when_it_expires() {
-    let app = spawn_app_with(&[("UPLOAD_URL_TTL_SECS", "1")]).await;
+    // The default lifetime (minutes) for the length check, so that only the length can be
+    // the reason; a one-second one, through a second instance, for the expiry.
+    let app = spawn_app().await;
+    let short_lived = spawn_app_with(&[("UPLOAD_URL_TTL_SECS", "1")]).await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let declared = 10_000;
     // A body longer than declared: storage refuses it (the length is signed), and even if
     // it had not, completion would check the size.
     let (id, upload) = api.start_upload(declared).await;
     let put = presigned_put(&upload, vec![b'a'; declared + 1]).await;
+    let status = put.status();
+    let refusal = put.text().await.unwrap_or_default().to_lowercase();
     assert!(
-        put.status().is_client_error(),
-        "a wrong length is refused: {}",
-        put.status()
+        status.is_client_error(),
+        "a wrong length is refused: {status}"
+    );
+    assert!(
+        !refusal.contains("expired") && !refusal.contains("too old"),
+        "refused for its length, not its age: {refusal}"
     );
     assert_eq!(
         api.post(&format!("/files/{id}/complete")).await.status(),
@@ -257,7 +265,7 @@ async fn a_presigned_url_refuses_another_length_and_stops_working_when_it_expire
     );
 
     // Once the URL has expired, storage refuses it. Waiting for the clock is the point here.
-    let (id, late) = api.start_upload(declared).await;
+    let (id, late) = api.via(&short_lived.url("")).start_upload(declared).await;
     let expires_at = time::OffsetDateTime::parse(
         late["expires_at"].as_str().expect("a time"),
         &time::format_description::well_known::Rfc3339,

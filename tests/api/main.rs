@@ -1,4 +1,4 @@
-//! The one integration-test binary (one link step; see DESIGN.md, Testing).
+//! The one integration-test binary (one link step; see DESIGN.md, "Local topology and tests").
 //!
 //! Run through `scripts/test`, which brings up a topology of its own and exports its
 //! addresses. `topology*` tests stop and kill real processes or pause replication, so the

@@ -100,6 +100,37 @@ async fn a_committed_unit_of_work_records_its_writers_position_and_a_dropped_one
 }
 
 #[tokio::test]
+async fn after_commit_steps_run_after_a_commit_and_never_after_a_rollback() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let app = spawn_app().await;
+    let step = |ran: &Arc<AtomicBool>| {
+        let ran = ran.clone();
+        move || ran.store(true, Ordering::SeqCst)
+    };
+
+    let rolled_back = Arc::new(AtomicBool::new(false));
+    let mut write = app.state.db.begin(Writer::System).await.expect("begins");
+    write.after_commit(step(&rolled_back));
+    drop(write);
+    let committed = Arc::new(AtomicBool::new(false));
+    let mut write = app.state.db.begin(Writer::System).await.expect("begins");
+    write.after_commit(step(&committed));
+    let before_commit = committed.load(Ordering::SeqCst);
+    write.commit().await.expect("commits");
+
+    assert!(
+        !rolled_back.load(Ordering::SeqCst),
+        "a dropped write runs no step"
+    );
+    assert!(!before_commit, "steps wait for the commit");
+    assert!(
+        committed.load(Ordering::SeqCst),
+        "a committed write runs its steps"
+    );
+}
+
+#[tokio::test]
 async fn of_two_write_positions_the_newer_one_is_kept() {
     let app = spawn_app().await;
     let api = signed_up(&app.url(""), &TestUser::new()).await;

@@ -146,6 +146,8 @@ async fn a_session_ended_while_one_of_its_requests_is_in_flight_fails_neither_an
     let request = api
         .request(Method::POST, "/files")
         .multipart(reqwest::multipart::Form::new().part("file", part));
+    // Its own time bound: it stays open across the waits below.
+    let request = request.timeout(Duration::from_secs(120));
     let upload = tokio::spawn(async move { request.send().await });
     let text = b"a line of text\n".repeat(6 * MIB / 15);
     let (head, tail) = text.split_at(5 * MIB + MIB / 2);

@@ -44,15 +44,18 @@ impl ReplayPaused {
 impl Drop for ReplayPaused {
     fn drop(&mut self) {
         // Drop cannot await: resume from a thread with a runtime of its own.
-        std::thread::spawn(|| {
+        let resumed = std::thread::spawn(|| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("a runtime")
                 .block_on(set_replay(false));
         })
-        .join()
-        .expect("replay resumes");
+        .join();
+        // Asserting during a test's own panic would abort the whole test binary.
+        if resumed.is_err() && !std::thread::panicking() {
+            panic!("replay did not resume");
+        }
     }
 }
 
