@@ -173,6 +173,19 @@ pub mod responses {
     }
 }
 
+/// Whether `error` (or anything it wraps) is a body cut off by a limit. Limits nest (the
+/// ceiling around a route's own), so the cut may arrive wrapped more than once.
+pub fn is_body_cut_off(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 /// Why a request failed with a 5xx, for the request log line (never for the client).
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub String);

@@ -208,7 +208,8 @@ fn display_name(raw: &str) -> Option<String> {
 
 /// A broken or cut-off request body. The body limit shows up here too, as a 413.
 fn broken_body(e: MultipartError) -> ApiError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE || crate::error::is_body_cut_off(&e)
+    {
         return ApiError::PayloadTooLarge;
     }
     ApiError::BadRequest {

@@ -65,7 +65,9 @@ where
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE
+                    || crate::error::is_body_cut_off(&rejection)
+                {
                     ApiError::PayloadTooLarge
                 } else {
                     ApiError::MalformedJson(rejection.body_text())

@@ -28,6 +28,8 @@ pub struct Limits {
 impl Limits {
     /// The most any route allows: a backstop around the whole router, so that a route added
     /// without a limits layer of its own is still bounded (by the upload limits at worst).
+    /// Where both cut a body, extractors still answer 413 (`error::is_body_cut_off` looks
+    /// through the wrapping).
     pub fn ceiling(config: &crate::config::ServeConfig) -> Self {
         let overhead = crate::http::routes::files::MULTIPART_OVERHEAD;
         let files = &config.files;
