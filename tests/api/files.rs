@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{
     PNG_HEAD, TestUser, eventually, file_bytes, instance_urls, my_id, presigned_put, sha256_hex,
-    signed_up, spawn_app, spawn_app_with, storage,
+    signed_up, spawn_app, spawn_app_with, storage, unfinished_uploads,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -30,27 +30,6 @@ async fn leftovers(owner: uuid::Uuid) -> (Vec<String>, usize) {
             .expect("lists the staging area"),
     );
     (objects, unfinished_uploads(owner).await.len())
-}
-
-/// The unfinished multipart uploads under `owner`'s prefix, as (key, upload id).
-async fn unfinished_uploads(owner: uuid::Uuid) -> Vec<(String, String)> {
-    let storage = storage();
-    let uploads = storage
-        .client()
-        .list_multipart_uploads()
-        .bucket(storage.bucket())
-        .prefix(scaleout::files::object_key::owner_prefix(owner))
-        .send()
-        .await
-        .expect("lists multipart uploads");
-    uploads
-        .uploads()
-        .iter()
-        .map(|u| {
-            let key = u.key().expect("a key").to_owned();
-            (key, u.upload_id().expect("an upload id").to_owned())
-        })
-        .collect()
 }
 
 /// Parts already in storage for the unfinished multipart uploads under `owner`'s prefix.

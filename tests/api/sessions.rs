@@ -157,21 +157,10 @@ async fn a_session_ended_while_one_of_its_requests_is_in_flight_fails_neither_an
             .expect("the instance reads");
     }
     // A first part in storage: the handler runs, so the request was authenticated.
-    let storage = crate::helpers::storage();
     crate::helpers::eventually(
         "the upload is in flight",
         Duration::from_secs(20),
-        || async {
-            let uploads = storage
-                .client()
-                .list_multipart_uploads()
-                .bucket(storage.bucket())
-                .prefix(scaleout::files::object_key::owner_prefix(owner))
-                .send()
-                .await
-                .expect("lists multipart uploads");
-            (!uploads.uploads().is_empty()).then_some(())
-        },
+        || async { (!crate::helpers::unfinished_uploads(owner).await.is_empty()).then_some(()) },
     )
     .await;
 

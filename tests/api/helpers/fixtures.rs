@@ -188,3 +188,24 @@ pub async fn canary_runs(db: &sqlx::PgPool, id: &str) -> i32 {
         .expect("reads canary_effects")
         .unwrap_or(0)
 }
+
+/// The unfinished multipart uploads under `owner`'s prefix, as (key, upload id).
+pub async fn unfinished_uploads(owner: uuid::Uuid) -> Vec<(String, String)> {
+    let storage = storage();
+    let uploads = storage
+        .client()
+        .list_multipart_uploads()
+        .bucket(storage.bucket())
+        .prefix(scaleout::files::object_key::owner_prefix(owner))
+        .send()
+        .await
+        .expect("lists multipart uploads");
+    uploads
+        .uploads()
+        .iter()
+        .map(|u| {
+            let key = u.key().expect("a key").to_owned();
+            (key, u.upload_id().expect("an upload id").to_owned())
+        })
+        .collect()
+}
