@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{
-    PNG_HEAD, TestUser, eventually, file_bytes, instance_urls, my_id, presigned_put, sha256_hex,
-    signed_up, spawn_app, spawn_app_with, storage, unfinished_uploads,
+    PNG_HEAD, TestUser, eventually, file_bytes, files_of, instance_urls, my_id, presigned_put,
+    sha256_hex, signed_up, spawn_app, spawn_app_with, storage, unfinished_uploads,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -49,14 +49,6 @@ async fn uploaded_parts(owner: uuid::Uuid) -> usize {
         parts += listed.parts().len();
     }
     parts
-}
-
-async fn files_rows(app: &crate::helpers::TestApp, owner: uuid::Uuid) -> i64 {
-    sqlx::query_scalar("select count(*) from files where owner_id = $1")
-        .bind(owner)
-        .fetch_one(app.state.db.primary_pool())
-        .await
-        .expect("counts")
 }
 
 #[tokio::test]
@@ -318,7 +310,7 @@ async fn deleting_a_file_removes_its_object() {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
 
     assert_eq!(leftovers(owner).await, (vec![], 0));
-    assert_eq!(files_rows(&app, owner).await, 0);
+    assert_eq!(files_of(&app.state, owner).await, 0);
     let gone = api
         .send(api.request(Method::GET, &format!("/files/{id}")))
         .await;
@@ -451,7 +443,7 @@ async fn malformed_file_requests_get_a_problem_and_change_nothing() {
         "an empty file"
     );
 
-    assert_eq!(files_rows(&app, owner).await, 0);
+    assert_eq!(files_of(&app.state, owner).await, 0);
     assert_eq!(leftovers(owner).await, (vec![], 0));
 }
 
@@ -532,7 +524,7 @@ async fn refused_uploads_leave_nothing_in_the_bucket() {
         "https://scaleout.dev/problems/unsupported-file-type"
     );
 
-    assert_eq!(files_rows(&app, owner).await, 0);
+    assert_eq!(files_of(&app.state, owner).await, 0);
     // The multipart upload is aborted in the background, just after the response.
     eventually(
         "no objects and no unfinished uploads",
@@ -583,7 +575,7 @@ async fn an_upload_abandoned_by_its_client_leaves_nothing_in_the_bucket() {
         || async { (leftovers(owner).await == (vec![], 0)).then_some(()) },
     )
     .await;
-    assert_eq!(files_rows(&app, owner).await, 0);
+    assert_eq!(files_of(&app.state, owner).await, 0);
 }
 
 #[tokio::test]

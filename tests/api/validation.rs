@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Api, TestApp, TestUser, my_id, session_cookie, signed_up, spawn_app, users_with_email,
+    Api, TestUser, files_of, my_id, session_cookie, signed_up, spawn_app, users_with_email,
 };
 
 /// Sends `body` and returns the 422's `errors`, checking the problem document around them.
@@ -217,14 +217,6 @@ async fn a_password_change_wrong_in_every_field_names_each_and_changes_nothing()
     assert_eq!(again.login(&user).await.status(), StatusCode::OK);
 }
 
-async fn files_of(app: &TestApp, owner: uuid::Uuid) -> i64 {
-    sqlx::query_scalar("select count(*) from files where owner_id = $1")
-        .bind(owner)
-        .fetch_one(app.state.db.primary_pool())
-        .await
-        .expect("counts")
-}
-
 #[tokio::test]
 async fn an_upload_start_wrong_in_every_field_names_each_and_creates_nothing() {
     let app = spawn_app().await;
@@ -260,7 +252,7 @@ async fn an_upload_start_wrong_in_every_field_names_each_and_creates_nothing() {
     )
     .await;
 
-    assert_eq!(files_of(&app, owner).await, 0);
+    assert_eq!(files_of(&app.state, owner).await, 0);
 }
 
 #[tokio::test]
@@ -306,7 +298,7 @@ async fn an_upload_with_a_part_besides_the_file_names_it_and_stores_nothing() {
         assert!(problem["errors"][field].is_array(), "{what}: {problem}");
     }
 
-    assert_eq!(files_of(&app, owner).await, 0);
+    assert_eq!(files_of(&app.state, owner).await, 0);
     let prefix = scaleout::files::object_key::owner_prefix(owner);
     let objects = crate::helpers::storage()
         .list_keys(&prefix)

@@ -75,6 +75,15 @@ pub fn concrete_path(template: &str) -> String {
         .join("/")
 }
 
+/// `owner`'s rows in `files`, counted on the primary.
+pub async fn files_of(state: &AppState, owner: uuid::Uuid) -> i64 {
+    sqlx::query_scalar("select count(*) from files where owner_id = $1")
+        .bind(owner)
+        .fetch_one(state.db.primary_pool())
+        .await
+        .expect("counts")
+}
+
 /// Users with this email, counted on the primary.
 pub async fn users_with_email(state: &AppState, email: &str) -> i64 {
     sqlx::query_scalar("select count(*) from users where lower(email) = lower($1)")
