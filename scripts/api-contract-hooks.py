@@ -1,7 +1,7 @@
 """schemathesis hooks of scripts/api-contract (loaded through SCHEMATHESIS_HOOKS).
 
 Every request leaves from the loopback address in SCALEOUT_CONTRACT_SOURCE. nginx passes the
-client's address on (X-Real-IP) and the instances count failed logins per address, so the
+client's address on (X-Forwarded-For) and the instances count failed logins per address, so the
 run's hundreds of failed logins fill a counter of its own: not the one of 127.0.0.1, which
 the tests and anyone else on the machine share. schemathesis has no option for a source
 address; its HTTP client (requests, over urllib3) takes one per connection, set here.

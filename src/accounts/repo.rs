@@ -44,29 +44,56 @@ pub async fn insert(
     .await
 }
 
-/// The user and their password hash, for login and password checks.
+/// What a password check needs: the account, its email (the key its limits count under), its
+/// password hash, and the password's version (see `set_password`).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub password_version: i64,
+}
+
+/// The credentials of the account with `email`, for login. The hash and its version are read
+/// in one statement, so a session made from them names the version of the hash it checked.
 #[tracing::instrument(skip_all)]
 pub async fn credentials_by_email(
     db: impl PgExecutor<'_>,
     email: &str,
-) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-    let row = sqlx::query!(
+) -> Result<Option<Credentials>, sqlx::Error> {
+    sqlx::query_as!(
+        Credentials,
         // An account being deleted cannot log in: it answers like an unknown email.
-        "select id, password_hash from users
+        "select id, email, password_hash, password_version from users
           where lower(email) = lower($1) and deletion_requested_at is null",
         email
     )
     .fetch_optional(db)
-    .await?;
-    Ok(row.map(|r| (r.id, r.password_hash)))
+    .await
 }
 
+/// The credentials of account `id`, for the checks of its current password.
 #[tracing::instrument(skip_all)]
-pub async fn password_hash(
+pub async fn credentials(
     db: impl PgExecutor<'_>,
     id: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar!("select password_hash from users where id = $1", id)
+) -> Result<Option<Credentials>, sqlx::Error> {
+    sqlx::query_as!(
+        Credentials,
+        "select id, email, password_hash, password_version from users where id = $1",
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The current version of the account's password; `None` once the account is gone.
+#[tracing::instrument(skip_all)]
+pub async fn password_version(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!("select password_version from users where id = $1", id)
         .fetch_optional(db)
         .await
 }
@@ -104,16 +131,25 @@ pub async fn update_profile(
     .await
 }
 
+/// Sets the password and bumps its version, returning the new version. Every way of setting a
+/// password goes through here, so every one of them ends the sessions made under the old one.
+/// `None` when the account is gone.
 #[tracing::instrument(skip_all)]
-pub async fn set_password(write: &mut Write, id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update users set password_hash = $2, updated_at = now() where id = $1",
+pub async fn set_password(
+    write: &mut Write,
+    id: Uuid,
+    hash: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "update users
+            set password_hash = $2, password_version = password_version + 1, updated_at = now()
+          where id = $1
+      returning password_version",
         id,
         hash
     )
-    .execute(&mut **write)
-    .await?;
-    Ok(())
+    .fetch_optional(&mut **write)
+    .await
 }
 
 /// Marks the account for deletion; false if it already was.

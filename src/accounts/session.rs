@@ -5,8 +5,32 @@
 //! `cycle_id` deletes the old record, so a cookie from before login is worthless after it.
 //! Logout deletes the record. The index (`sessions:user:{id}`, a Redis set of session ids)
 //! is what logout-all and "a password change ends the other sessions" walk.
+//!
+//! A session ends, whatever the index says, when
+//! - its password version is not the account's: every password change bumps the version
+//!   (`repo::set_password`), and a session remembers the version of the hash its login
+//!   checked. A login that was still checking the old password when the change committed makes
+//!   a session under the old version, which is refused on its first use: no race.
+//! - it is older than the absolute lifetime (`SESSION_MAX_LIFETIME_SECS`), however active;
+//! - it was unused for the inactivity period (`SESSION_INACTIVITY_SECS`).
+//!
+//! The account's current version is cached in Redis (`sessions:user:{id}:password-version`,
+//! ten minutes): checking it costs one Redis GET per authenticated request, beside the session
+//! load itself, and one primary-key read of Postgres per user per ten minutes. The cache only
+//! ever rises (a Lua max), so a reader that fetched an old version from Postgres cannot
+//! overwrite the version a change just wrote.
+//!
+//! Saves: a session is written where it changes, explicitly and before the answer (login,
+//! signup, password change), never after a handler's write has committed and been answered.
+//! An untouched session is not written on every request: its expiry is pushed forward once
+//! more than half the inactivity period has passed since the last push, by the extractor,
+//! before the handler runs (a Redis failure there is a 503 before any work). The trade-off: a
+//! session unused for between half and all of the period expires, rather than exactly all.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -18,16 +42,44 @@ use tower_sessions_redis_store::RedisStore;
 use tower_sessions_redis_store::fred::prelude::{Builder, Config, Pool, ReconnectPolicy};
 use uuid::Uuid;
 
+use crate::accounts::repo;
 use crate::config::{AuthConfig, RedisConfig};
-use crate::db::{Caller, Writer};
+use crate::db::{Caller, Db, Writer};
 use crate::error::ApiError;
 use crate::redis_client::RedisClient;
 
 pub const COOKIE_NAME: &str = "scaleout_session";
 const USER_ID: &str = "user_id";
+/// The password version the session was made under (absent: version 1).
+const PASSWORD_VERSION: &str = "password_version";
+/// When the login happened, in Unix seconds: the absolute lifetime counts from here.
+const STARTED_AT: &str = "started_at";
+/// When the expiry was last pushed forward, in Unix seconds.
+const EXTENDED_AT: &str = "extended_at";
+/// How long the cached password version of an account is kept.
+const VERSION_CACHE_SECS: u64 = 600;
 
 fn index_key(user: Uuid) -> String {
     format!("sessions:user:{user}")
+}
+
+fn version_key(user: Uuid) -> String {
+    format!("sessions:user:{user}:password-version")
+}
+
+/// Sets the cached version to the larger of the cached one and ARGV[1]; returns the result.
+const RAISE_VERSION: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new = tonumber(ARGV[1])
+if new > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return new
+end
+return cur
+";
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// The session store and the index beside it.
@@ -37,23 +89,55 @@ pub struct Sessions {
     redis: RedisClient,
 }
 
-/// The Redis store, with one fix: a session ended (logout, logout-all, password change) while
-/// another of its requests is in flight must not turn that request into a 500. Every request
-/// saves its session (inactivity expiry), and the store saves with `SET ... XX`, which fails
-/// when the record is gone. A record that is gone stays gone: the save is skipped.
+/// The Redis store, with two fixes.
+///
+/// A session ended (logout, logout-all, password change) while another of its requests is in
+/// flight must not turn that request into a 500: the store saves with `SET ... XX`, which
+/// fails when the record is gone. A record that is gone stays gone: the save is skipped.
+///
+/// A session saved explicitly during a request (`Sessions::save_now`) is not written again
+/// when the session layer saves it after the handler: that second write would be the same
+/// record, and its failure would turn an answered, committed change into a 500. tower-sessions
+/// cannot be told that a modified session is already saved, so the store remembers the ids it
+/// saved explicitly (on this instance, for a minute at most) and skips the next save of each.
+/// Hence the rule: an explicit save is the last change to a session in a request.
 #[derive(Debug, Clone)]
-pub struct Store(RedisStore<Pool>);
+pub struct Store {
+    inner: RedisStore<Pool>,
+    saved: Arc<Mutex<HashMap<Id, Instant>>>,
+}
+
+/// How long an explicitly saved record is remembered: far longer than any request.
+const SAVED_MEMORY: Duration = Duration::from_secs(60);
+
+impl Store {
+    fn remember(&self, id: Id) {
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        saved.retain(|_, at| now.duration_since(*at) < SAVED_MEMORY);
+        saved.insert(id, now);
+    }
+
+    /// Whether the record was just saved explicitly (then forgotten: one skip per save).
+    fn already_saved(&self, record: &Record) -> bool {
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        saved.remove(&record.id).is_some()
+    }
+}
 
 #[async_trait::async_trait]
 impl SessionStore for Store {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        self.0.create(record).await
+        self.inner.create(record).await
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        match self.0.save(record).await {
+        if self.already_saved(record) {
+            return Ok(());
+        }
+        match self.inner.save(record).await {
             Ok(()) => Ok(()),
-            Err(e) => match self.0.load(&record.id).await {
+            Err(e) => match self.inner.load(&record.id).await {
                 Ok(None) => {
                     tracing::debug!("the session ended during the request; not saved");
                     Ok(())
@@ -64,11 +148,11 @@ impl SessionStore for Store {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        self.0.load(id).await
+        self.inner.load(id).await
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.0.delete(id).await
+        self.inner.delete(id).await
     }
 }
 
@@ -88,7 +172,10 @@ impl Sessions {
             .build_pool(2)?;
         let _ = pool.connect_pool();
         Ok(Self {
-            store: Store(RedisStore::new(pool)),
+            store: Store {
+                inner: RedisStore::new(pool),
+                saved: Arc::default(),
+            },
             redis,
         })
     }
@@ -103,16 +190,36 @@ impl Sessions {
             .with_secure(config.cookie_secure)
             .with_path("/")
             .with_expiry(Expiry::OnInactivity(inactivity))
-            // Inactivity expiry needs every request to push the expiry forward.
-            .with_always_save(true)
+            // Not saved on every request: the extractor pushes the expiry forward when due.
+            .with_always_save(false)
     }
 
-    /// Logs `user` in on `session`: a fresh id, the user stored, the id indexed.
-    pub async fn start(&self, session: &Session, user: Uuid) -> Result<(), ApiError> {
+    /// Saves `session` now, before the answer; the session layer does not write it again.
+    pub async fn save_now(&self, session: &Session) -> Result<(), ApiError> {
+        session.save().await?;
+        let id = session
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("a saved session has an id"))?;
+        self.store.remember(id);
+        Ok(())
+    }
+
+    /// Logs `user` in on `session` under password version `password_version` (read with the
+    /// hash that was checked): a fresh id, saved and indexed before the answer.
+    pub async fn start(
+        &self,
+        session: &Session,
+        user: Uuid,
+        password_version: i64,
+    ) -> Result<(), ApiError> {
         session.cycle_id().await?;
         session.insert(USER_ID, user).await?;
+        session.insert(PASSWORD_VERSION, password_version).await?;
+        let now = unix_now();
+        session.insert(STARTED_AT, now).await?;
+        session.insert(EXTENDED_AT, now).await?;
         // Saved now rather than after the response, so the new id is known and indexed.
-        session.save().await?;
+        self.save_now(session).await?;
         let id = session
             .id()
             .ok_or_else(|| anyhow::anyhow!("a saved session has an id"))?;
@@ -127,6 +234,52 @@ impl Sessions {
             )
             .await?;
         Ok(())
+    }
+
+    /// The account's current password version: the cache, else Postgres' primary (a replica
+    /// might not have the change yet). `None` once the account is gone.
+    pub async fn password_version(&self, db: &Db, user: Uuid) -> Result<Option<i64>, ApiError> {
+        let mut conn = self.redis.conn().await?;
+        let cached: Option<i64> = self
+            .redis
+            .bounded(
+                redis::cmd("GET")
+                    .arg(version_key(user))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if let Some(version) = cached {
+            return Ok(Some(version));
+        }
+        self.refresh_version(db, user).await
+    }
+
+    /// The version Postgres' primary holds, raised into the cache.
+    async fn refresh_version(&self, db: &Db, user: Uuid) -> Result<Option<i64>, ApiError> {
+        let Some(stored) = repo::password_version(db.read_primary(), user).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.raise_version(user, stored).await?))
+    }
+
+    /// Records a committed password change: sessions under older versions stop working.
+    pub async fn password_changed(&self, user: Uuid, version: i64) -> Result<(), ApiError> {
+        self.raise_version(user, version).await?;
+        Ok(())
+    }
+
+    async fn raise_version(&self, user: Uuid, version: i64) -> Result<i64, ApiError> {
+        let mut conn = self.redis.conn().await?;
+        Ok(self
+            .redis
+            .bounded(
+                redis::Script::new(RAISE_VERSION)
+                    .key(version_key(user))
+                    .arg(version)
+                    .arg(VERSION_CACHE_SECS)
+                    .invoke_async(&mut conn),
+            )
+            .await?)
     }
 
     /// Logs out this session only: its record is deleted and the cookie removed.
@@ -228,15 +381,47 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let session = Session::from_request_parts(parts, state)
-            .await
-            .map_err(|(_, msg)| anyhow::anyhow!("session layer missing: {msg}"))?;
+impl Sessions {
+    /// The user of `session`, if it is a live session: logged in, within its absolute
+    /// lifetime, under the account's current password version. Pushes the inactivity expiry
+    /// forward when more than half of it has passed (saved now, before any handler work).
+    /// The `AuthUser` extractor (`http::auth`) calls this.
+    pub async fn authenticate(
+        &self,
+        session: &Session,
+        db: &Db,
+        auth: &AuthConfig,
+    ) -> Result<AuthUser, ApiError> {
         let id: Option<Uuid> = session.get(USER_ID).await?;
-        id.map(|id| AuthUser { id })
-            .ok_or(ApiError::Unauthenticated)
+        let id = id.ok_or(ApiError::Unauthenticated)?;
+        let now = unix_now();
+        let started: Option<i64> = session.get(STARTED_AT).await?;
+        let max_lifetime = i64::try_from(auth.session_max_lifetime.as_secs()).unwrap_or(i64::MAX);
+        let too_old = started.is_some_and(|t| now.saturating_sub(t) > max_lifetime);
+        let version = session.get::<i64>(PASSWORD_VERSION).await?.unwrap_or(1);
+        let mut current = self.password_version(db, id).await?;
+        if current.is_some_and(|cached| cached < version) {
+            // Newer than the cache: a change whose cache update failed after its commit.
+            // Postgres says which is current (and the cache catches up).
+            current = self.refresh_version(db, id).await?;
+        }
+        if too_old || current != Some(version) {
+            // Ended for good; if Redis fails to delete it now, it stays refused anyway.
+            if let Err(e) = self.end(session, id).await {
+                tracing::debug!(error = %e, "could not delete an ended session");
+            }
+            return Err(ApiError::Unauthenticated);
+        }
+        let extended: Option<i64> = session.get(EXTENDED_AT).await?;
+        let half = i64::try_from(auth.session_inactivity.as_secs() / 2).unwrap_or(i64::MAX);
+        if extended.is_none_or(|t| now.saturating_sub(t) >= half) {
+            if started.is_none() {
+                // A session from before lifetimes were recorded: its lifetime starts now.
+                session.insert(STARTED_AT, now).await?;
+            }
+            session.insert(EXTENDED_AT, now).await?;
+            self.save_now(session).await?;
+        }
+        Ok(AuthUser { id })
     }
 }

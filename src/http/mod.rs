@@ -8,6 +8,7 @@
 //! carries its own, tighter limits (`limits`), inside cross-site protection and sessions for
 //! the API routes. Every response is logged and counted like any other.
 
+pub mod auth;
 pub mod client_ip;
 pub mod csrf;
 pub mod health;

@@ -1,6 +1,8 @@
-//! Sessions as the README describes them: the cookie's flags, expiry after inactivity, every
-//! session of an account ended with it, and browser requests from the site's own origin
-//! accepted through nginx.
+//! Sessions as the README describes them: the cookie's flags, expiry after inactivity and at
+//! the absolute lifetime, every session of an account ended with it or with a password change
+//! (also one whose login raced the change), untouched sessions not written back on every
+//! request, retried signups, and browser requests from the site's own origin accepted through
+//! nginx.
 
 use std::time::Duration;
 
@@ -8,7 +10,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Api, TestUser, edge_url, session_set_cookie, signed_up, spawn_app, spawn_app_with,
+    Api, TestUser, edge_url, eventually, my_id, session_cookie, session_set_cookie, signed_up,
+    spawn_app, spawn_app_with,
 };
 
 fn attributes(set_cookie: &str) -> Vec<String> {
@@ -187,4 +190,170 @@ async fn a_session_ended_while_one_of_its_requests_is_in_flight_fails_neither_an
         StatusCode::UNAUTHORIZED,
         "saving that request's session did not bring the ended session back"
     );
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_active() {
+    let app = spawn_app_with(&[
+        ("SESSION_MAX_LIFETIME_SECS", "3"),
+        ("SESSION_INACTIVITY_SECS", "600"),
+    ])
+    .await;
+    let user = TestUser::new();
+    let api = signed_up(&app.url(""), &user).await;
+    let started = tokio::time::Instant::now();
+
+    let first = api.me().await.status();
+    // Used every 100 ms until refused: activity does not extend the lifetime.
+    eventually("the lifetime ends", Duration::from_secs(30), || async {
+        (api.me().await.status() == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    let lived = started.elapsed();
+    let mut again = Api::new(app.url(""));
+    let relogin = again.login(&user).await.status();
+
+    assert_eq!(first, StatusCode::OK);
+    assert!(
+        lived >= Duration::from_secs(3),
+        "not before the lifetime: {lived:?}"
+    );
+    assert_eq!(relogin, StatusCode::OK, "a new login starts a new lifetime");
+    assert_eq!(again.me().await.status(), StatusCode::OK);
+}
+
+/// The seconds the session record of `api`'s cookie has left in Redis.
+async fn record_ttl(app: &crate::helpers::TestApp, api: &Api) -> i64 {
+    let cookie = api.cookie.as_deref().expect("a session cookie");
+    let id = cookie.trim_start_matches("scaleout_session=");
+    let mut conn = app.state.redis.conn().await.expect("redis");
+    redis::cmd("TTL")
+        .arg(id)
+        .query_async(&mut conn)
+        .await
+        .expect("TTL")
+}
+
+#[tokio::test]
+async fn an_untouched_session_is_not_written_back_on_every_request() {
+    let app = spawn_app_with(&[("SESSION_INACTIVITY_SECS", "600")]).await;
+    let api = signed_up(&app.url(""), &TestUser::new()).await;
+    let fresh = record_ttl(&app, &api).await;
+
+    // Letting the clock run is the point: the record's TTL falls unless a request rewrites it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut statuses = Vec::new();
+    let mut set_cookies = 0;
+    for _ in 0..5 {
+        let response = api.me().await;
+        statuses.push(response.status());
+        set_cookies += usize::from(session_set_cookie(&response).is_some());
+    }
+    let rename = api
+        .send(
+            api.request(Method::PATCH, "/me")
+                .json(&json!({"name": "Renamed"})),
+        )
+        .await;
+    let after = record_ttl(&app, &api).await;
+
+    assert!((590..=600).contains(&fresh), "{fresh}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert_eq!(rename.status(), StatusCode::OK);
+    assert!(
+        after <= fresh - 2,
+        "reads and a write did not rewrite the record: {fresh} then {after}"
+    );
+    assert_eq!(set_cookies, 0, "nor re-send the cookie");
+}
+
+#[tokio::test]
+async fn a_password_change_ends_a_session_whose_login_was_checking_the_old_password() {
+    let app = spawn_app().await;
+    let user = TestUser::new();
+    let new_password = "a brand new passphrase, long enough";
+    // Logins with the old password are sent all through the change, so that some read the old
+    // hash before the change commits and finish after it. Rounds until one such late login
+    // answered 200 (the race happened); every session a login made must then be refused.
+    for round in 0..8 {
+        let user = TestUser {
+            email: format!("r{round}-{}", user.email),
+            ..user.clone()
+        };
+        let changer = signed_up(&app.url(""), &user).await;
+        let id = my_id(&changer).await;
+        let base = app.url("");
+        let logins: Vec<_> = (0..12)
+            .map(|i| {
+                let base = base.clone();
+                let user = user.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(40 * i)).await;
+                    let mut api = Api::new(base);
+                    let status = api.login(&user).await.status();
+                    (status, tokio::time::Instant::now(), api)
+                })
+            })
+            .collect();
+        let change = changer
+            .send(changer.request(Method::PUT, "/me/password").json(&json!({
+                "current_password": user.password,
+                "new_password": new_password,
+            })))
+            .await;
+        let changed_at = tokio::time::Instant::now();
+        assert_eq!(change.status(), StatusCode::NO_CONTENT);
+        let mut late = 0;
+        for login in logins {
+            let (status, at, api) = login.await.expect("the login task");
+            if status != StatusCode::OK {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "old password after the change");
+                continue;
+            }
+            late += usize::from(at > changed_at);
+            assert!(api.cookie.is_some(), "a 200 login sets a cookie");
+            assert_eq!(
+                api.me().await.status(),
+                StatusCode::UNAUTHORIZED,
+                "a session made with the old password does not outlive its change ({id})"
+            );
+        }
+        if late > 0 {
+            return;
+        }
+    }
+    panic!("no login with the old password finished after the change in eight rounds");
+}
+
+#[tokio::test]
+async fn a_retried_signup_with_the_same_credentials_logs_in() {
+    let app = spawn_app().await;
+    let user = TestUser::new();
+    let first = signed_up(&app.url(""), &user).await;
+    let id = my_id(&first).await;
+
+    // The first answer was lost (or its session could not be stored): the client retries.
+    let mut retry = Api::new(app.url(""));
+    let again = retry.signup(&user).await;
+    let status = again.status();
+    let cookie = session_cookie(&again);
+    let body: Value = again.json().await.expect("JSON");
+    let mut other = Api::new(app.url(""));
+    let other_password = other
+        .signup(&TestUser {
+            password: "another passphrase entirely".into(),
+            ..user.clone()
+        })
+        .await;
+
+    assert_eq!(status, StatusCode::OK, "logged in, not a 409");
+    assert_eq!(body["id"], id.to_string(), "to the existing account");
+    assert!(cookie.is_some());
+    assert_eq!(retry.me().await.status(), StatusCode::OK);
+    assert_eq!(
+        other_password.status(),
+        StatusCode::CONFLICT,
+        "another password is a taken email"
+    );
+    assert!(other.cookie.is_none());
 }

@@ -22,7 +22,7 @@ use crate::http::client_ip::ClientIp;
 use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::path::PathId;
 use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
-use crate::rate_limit::Limit;
+use crate::rate_limit::{Backoff, Limit};
 
 pub const TAG: &str = "accounts";
 
@@ -203,24 +203,66 @@ impl<S> Validate<S> for ChangePasswordRequest {
 }
 
 /// Create an account and log in.
+///
+/// A signup retried with the same email and password (the first one created the account but
+/// its answer was lost, or its session could not be stored) logs in to that account: 200
+/// instead of 201. With another password, an existing email is a 409.
 #[utoipa::path(
     post, path = "/auth/signup", tag = TAG,
     request_body = SignupRequest,
     responses(
         (status = 201, description = "Account created; the response sets the session cookie", body = Me),
+        (status = 200, description = "The account existed with this email and password (a retried signup): logged in; the response sets the session cookie", body = Me),
         JsonBody,
         CrossSite,
         (status = 409, description = "An account with this email exists", body = Problem, content_type = "application/problem+json"),
         InvalidFields,
+        (status = 429, description = "Too many signups from this client address, or too many failed password checks; see Retry-After",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until another attempt is allowed"))),
         Unavailable,
     )
 )]
 #[tracing::instrument(skip_all)]
 async fn signup(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     session: Session,
     AppJson(body): AppJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
+    // Every signup counts, taken email or not: a 409 tells whether an email has an account,
+    // so this bounds how many emails one address can test.
+    let auth = &state.config.auth;
+    let per_address = Limit {
+        key: format!("ratelimit:signup:address:{ip}"),
+        max: auth.signup_max_per_address,
+        window: auth.signup_window,
+    };
+    if let Some(retry_after_secs) = per_address.hit(&state.redis).await? {
+        return Err(ApiError::RateLimited { retry_after_secs });
+    }
+    if let Some(existing) = repo::credentials_by_email(state.db.read_primary(), &body.email).await?
+    {
+        // A retry of a signup whose account was committed: the same password logs in. This is
+        // a password check like a login's, so it is limited like one.
+        let limits = PasswordLimits::new(&state, &existing.email, &ip);
+        if !limits
+            .verify(&state, body.password, Some(existing.password_hash))
+            .await?
+        {
+            return Err(ApiError::Conflict(
+                "an account with this email exists".into(),
+            ));
+        }
+        state
+            .sessions
+            .start(&session, existing.id, existing.password_version)
+            .await?;
+        let user = repo::find(state.db.read_primary(), existing.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a verified password has an account"))?;
+        return Ok(axum::Json(Me::from(user)).into_response());
+    }
     let hash = password::hash(body.password).await?;
     // The account and its welcome email commit together: no account without its email job,
     // no email for an account that was rolled back.
@@ -230,25 +272,89 @@ async fn signup(
     let welcome = Job::WelcomeEmail(WelcomeEmail { user_id: user.id });
     jobs::enqueue(&mut write, welcome, Some(user.id)).await?;
     write.commit().await?;
-    state.sessions.start(&session, user.id).await?;
+    // If this fails (Redis), the account exists without a session: the client's retry with
+    // the same credentials logs in (above) rather than meeting a 409.
+    state.sessions.start(&session, user.id, 1).await?;
     Ok((StatusCode::CREATED, axum::Json(Me::from(user))).into_response())
 }
 
-/// The two failed-login counters: per account and per client address.
-fn login_limits(state: &AppState, email: &str, ip: &str) -> [Limit; 2] {
-    let auth = &state.config.auth;
-    [
-        Limit {
-            key: format!("ratelimit:login:account:{}", email.to_lowercase()),
-            max: auth.login_max_failures_per_account,
-            window: auth.login_failure_window,
-        },
-        Limit {
-            key: format!("ratelimit:login:address:{ip}"),
-            max: auth.login_max_failures_per_address,
-            window: auth.login_failure_window,
-        },
-    ]
+/// The limits on checks of an account's password (login, a retried signup, `PUT
+/// /me/password`, `DELETE /me`), all counted together:
+/// - per account and client address: a few failures, then that address waits for the window
+///   to end. Another address (the owner's) is not affected;
+/// - per client address, whatever the account: one address guessing across accounts;
+/// - per account, from any address: a higher ceiling past which attempts are spaced out, the
+///   wait doubling (`Backoff`), so many addresses cannot guess fast, yet the owner is never
+///   locked out for longer than one wait.
+struct PasswordLimits {
+    pair: Limit,
+    address: Limit,
+    account: Backoff,
+}
+
+impl PasswordLimits {
+    fn new(state: &AppState, email: &str, ip: &str) -> Self {
+        let auth = &state.config.auth;
+        let email = email.to_lowercase();
+        Self {
+            pair: Limit {
+                key: format!("ratelimit:login:pair:{email}:{ip}"),
+                max: auth.login_max_failures_per_account_and_address,
+                window: auth.login_failure_window,
+            },
+            address: Limit {
+                key: format!("ratelimit:login:address:{ip}"),
+                max: auth.login_max_failures_per_address,
+                window: auth.login_failure_window,
+            },
+            account: Backoff {
+                key: format!("ratelimit:login:account:{email}"),
+                after: auth.login_backoff_after_failures_per_account,
+                window: auth.login_failure_window,
+                base: auth.login_backoff_base,
+                max: auth.login_backoff_max,
+            },
+        }
+    }
+
+    /// Counts one attempt, before the check, so concurrent attempts cannot all slip under a
+    /// limit; a limit reached is a 429.
+    async fn admit(&self, state: &AppState) -> Result<(), ApiError> {
+        for limit in [&self.pair, &self.address] {
+            if let Some(retry_after_secs) = limit.hit(&state.redis).await? {
+                return Err(ApiError::RateLimited { retry_after_secs });
+            }
+        }
+        if let Some(retry_after_secs) = self.account.hit(&state.redis).await? {
+            return Err(ApiError::RateLimited { retry_after_secs });
+        }
+        Ok(())
+    }
+
+    /// The right password was given: the account's failures are forgotten, and the attempt
+    /// does not count against the address.
+    async fn succeeded(&self, state: &AppState) -> Result<(), ApiError> {
+        self.pair.reset(&state.redis).await?;
+        self.account.reset(&state.redis).await?;
+        self.address.release(&state.redis).await?;
+        Ok(())
+    }
+
+    /// `admit`, then `password` checked against `hash`, then `succeeded` if it matched.
+    /// `Ok(false)` is a wrong password (or no account).
+    async fn verify(
+        &self,
+        state: &AppState,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, ApiError> {
+        self.admit(state).await?;
+        if !password::verify(password, hash).await? {
+            return Ok(false);
+        }
+        self.succeeded(state).await?;
+        Ok(true)
+    }
 }
 
 /// Log in. Unknown email and wrong password get the same answer, in about the same time.
@@ -261,7 +367,7 @@ fn login_limits(state: &AppState, email: &str, ip: &str) -> [Limit; 2] {
         (status = 401, description = "Invalid email or password", body = Problem, content_type = "application/problem+json"),
         CrossSite,
         InvalidFields,
-        (status = 429, description = "Too many failed logins for this account or address; see Retry-After",
+        (status = 429, description = "Too many failed password checks for this account from this address, from this address, or (slowing down) for this account; see Retry-After",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until another attempt is allowed"))),
         Unavailable,
@@ -274,25 +380,24 @@ async fn login(
     session: Session,
     AppJson(body): AppJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let limits = login_limits(&state, &body.email, &ip);
-    for limit in &limits {
-        if let Some(retry_after_secs) = limit.hit(&state.redis).await? {
-            return Err(ApiError::RateLimited { retry_after_secs });
-        }
-    }
-
+    // Limited before the account is even looked up: a refused attempt costs no query.
+    let limits = PasswordLimits::new(&state, &body.email, &ip);
+    limits.admit(&state).await?;
     let credentials = repo::credentials_by_email(state.db.read_primary(), &body.email).await?;
-    let (id, hash) = credentials.unzip();
+    let hash = credentials.as_ref().map(|c| c.password_hash.clone());
     if !password::verify(body.password, hash).await? {
         return Err(ApiError::InvalidCredentials);
     }
-    let id = id.ok_or_else(|| anyhow::anyhow!("a verified password has an account"))?;
-    // A success clears the account's failures and does not count against the address.
-    limits[0].reset(&state.redis).await?;
-    limits[1].release(&state.redis).await?;
-
-    state.sessions.start(&session, id).await?;
-    let user = repo::find(state.db.read_primary(), id)
+    limits.succeeded(&state).await?;
+    let credentials =
+        credentials.ok_or_else(|| anyhow::anyhow!("a verified password has an account"))?;
+    // The version read with the hash: if the password changed meanwhile, this session is
+    // already stale and is refused on first use.
+    state
+        .sessions
+        .start(&session, credentials.id, credentials.password_version)
+        .await?;
+    let user = repo::find(state.db.read_primary(), credentials.id)
         .await?
         .ok_or(ApiError::InvalidCredentials)?;
     Ok(axum::Json(Me::from(user)).into_response())
@@ -399,6 +504,9 @@ pub struct Accepted {
         (status = 403, description = "Wrong password, or a cross-site request", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The deletion is already under way", body = Problem, content_type = "application/problem+json"),
         InvalidFields,
+        (status = 429, description = "Too many failed password checks; see Retry-After",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until another attempt is allowed"))),
         Unavailable,
     )
 )]
@@ -406,14 +514,18 @@ pub struct Accepted {
 async fn delete_me(
     State(state): State<AppState>,
     user: AuthUser,
+    ClientIp(ip): ClientIp,
     session: Session,
     AppJson(body): AppJson<DeleteMeRequest>,
 ) -> Result<Response, ApiError> {
-    let current = repo::password_hash(state.db.read_primary(), user.id).await?;
-    if current.is_none() {
-        return Err(ApiError::Unauthenticated);
-    }
-    if !password::verify(body.password, current).await? {
+    let current = repo::credentials(state.db.read_primary(), user.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let limits = PasswordLimits::new(&state, &current.email, &ip);
+    if !limits
+        .verify(&state, body.password, Some(current.password_hash))
+        .await?
+    {
         return Err(ApiError::Forbidden {
             kind: "wrong-password",
             detail: "the password is not correct".into(),
@@ -453,6 +565,9 @@ async fn delete_me(
         CrossSite,
         (status = 409, description = "Another account has this email", body = Problem, content_type = "application/problem+json"),
         InvalidFields,
+        (status = 429, description = "Too many email changes by this account or from this client address; see Retry-After",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until another change is allowed"))),
         Unavailable,
     )
 )]
@@ -460,8 +575,30 @@ async fn delete_me(
 async fn update_me(
     State(state): State<AppState>,
     user: AuthUser,
+    ClientIp(ip): ClientIp,
     AppJson(body): AppJson<UpdateMeRequest>,
 ) -> Result<axum::Json<Me>, ApiError> {
+    if body.email.is_some() {
+        // A 409 tells whether another account has an email: every change counts, taken or not.
+        let auth = &state.config.auth;
+        let limits = [
+            Limit {
+                key: format!("ratelimit:email-change:user:{}", user.id),
+                max: auth.email_change_max_per_user,
+                window: auth.email_change_window,
+            },
+            Limit {
+                key: format!("ratelimit:email-change:address:{ip}"),
+                max: auth.email_change_max_per_address,
+                window: auth.email_change_window,
+            },
+        ];
+        for limit in &limits {
+            if let Some(retry_after_secs) = limit.hit(&state.redis).await? {
+                return Err(ApiError::RateLimited { retry_after_secs });
+            }
+        }
+    }
     let mut write = state.db.begin(user.writer()).await?;
     let me = repo::update_profile(
         &mut write,
@@ -486,6 +623,9 @@ async fn update_me(
         NoSession,
         (status = 403, description = "Wrong current password, or a cross-site request", body = Problem, content_type = "application/problem+json"),
         InvalidFields,
+        (status = 429, description = "Too many failed password checks; see Retry-After",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until another attempt is allowed"))),
         Unavailable,
     )
 )]
@@ -493,29 +633,44 @@ async fn update_me(
 async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,
+    ClientIp(ip): ClientIp,
     session: Session,
     AppJson(body): AppJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let current = repo::password_hash(state.db.read_primary(), user.id).await?;
-    if current.is_none() {
-        return Err(ApiError::Unauthenticated);
-    }
-    if !password::verify(body.current_password, current).await? {
+    let current = repo::credentials(state.db.read_primary(), user.id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let limits = PasswordLimits::new(&state, &current.email, &ip);
+    if !limits
+        .verify(&state, body.current_password, Some(current.password_hash))
+        .await?
+    {
         return Err(ApiError::Forbidden {
             kind: "wrong-password",
             detail: "the current password is not correct".into(),
         });
     }
     let hash = password::hash(body.new_password).await?;
-    // Other sessions end before the password changes: if Redis fails here, nothing has
-    // changed but sessions ended, which is the safe way to fail.
-    state.sessions.end_all_except(user.id, session.id()).await?;
     let mut write = state.db.begin(user.writer()).await?;
-    repo::set_password(&mut write, user.id, &hash).await?;
+    let version = repo::set_password(&mut write, user.id, &hash)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    // This session continues under a new id and the new version, saved before the commit (a
+    // few bounded Redis commands inside the transaction): if Redis fails, the change rolls
+    // back and the answer is a 503 with nothing changed (this session has ended, which is the
+    // safe way to fail). After the commit nothing can fail the answer: the change is made.
+    state.sessions.start(&session, user.id, version).await?;
     write.commit().await?;
-    // The surviving session gets a new id too: a stolen copy of its cookie dies here.
-    state.sessions.start(&session, user.id).await?;
-    state.sessions.end_all_except(user.id, session.id()).await?;
+    // The other sessions are stale from the commit on (their version is older); these two
+    // steps make that immediate (the cached version) and tidy (the records). If Redis fails
+    // here, a stale session is refused once the cached version expires (ten minutes).
+    let tidy = async {
+        state.sessions.password_changed(user.id, version).await?;
+        state.sessions.end_all_except(user.id, session.id()).await
+    };
+    if let Err(e) = tidy.await {
+        tracing::warn!(error = %e, "password changed; the other sessions end with the cached version");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
