@@ -244,8 +244,9 @@ async fn a_login_limit_ends_with_its_window() {
 
 #[tokio::test]
 async fn an_untrusted_peer_cannot_choose_its_address_with_headers() {
-    // The topology's TRUSTED_PROXIES names nginx only (127.0.0.1): a client calling an
-    // instance directly is counted by its own address, whatever it claims.
+    // An instance that trusts no proxy (the default; the topology's instances trust nginx's
+    // 127.0.0.1 only): a client calling it directly is counted by its own address, whatever
+    // it claims.
     let app = spawn_app_with(&[("LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS", "3")]).await;
     let user = TestUser::new();
     signed_up(&app.url(""), &user).await;
@@ -447,16 +448,19 @@ async fn current_password_checks_share_the_login_limits() {
     );
 }
 
+/// A signup of `email` with a password nobody has.
+async fn probe(api: &Api, email: &str) -> reqwest::Response {
+    let body = json!({"email": email, "name": "Prober", "password": "a guess at nothing"});
+    api.send(api.request(Method::POST, "/auth/signup").json(&body))
+        .await
+}
+
 #[tokio::test]
 async fn signups_are_limited_per_address_taken_email_or_not() {
     let app = spawn_app_with(&[("SIGNUP_MAX_PER_ADDRESS", "3")]).await;
     let taken = TestUser::new();
     signed_up(&app.url(""), &taken).await;
     let prober = Api::new(app.url(""));
-    let probe = |api: &Api, email: &str| {
-        let body = json!({"email": email, "name": "Prober", "password": "a guess at nothing"});
-        api.send(api.request(Method::POST, "/auth/signup").json(&body))
-    };
 
     let mut answers = Vec::new();
     for _ in 0..3 {
