@@ -135,7 +135,11 @@ async fn failures_from_one_address_do_not_lock_the_owner_out_from_another() {
 
     let mut failures = Vec::new();
     for _ in 0..max {
-        failures.push(failed_login(&attacker, &user.email, "192.0.2.1").await.status());
+        failures.push(
+            failed_login(&attacker, &user.email, "192.0.2.1")
+                .await
+                .status(),
+        );
     }
     let attacker_again = attacker
         .send(

@@ -258,7 +258,10 @@ async fn an_untouched_session_is_not_written_back_on_every_request() {
     let after = record_ttl(&app, &api).await;
 
     assert!((590..=600).contains(&fresh), "{fresh}");
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     assert_eq!(rename.status(), StatusCode::OK);
     assert!(
         after <= fresh - 2,
@@ -307,7 +310,11 @@ async fn a_password_change_ends_a_session_whose_login_was_checking_the_old_passw
         for login in logins {
             let (status, at, api) = login.await.expect("the login task");
             if status != StatusCode::OK {
-                assert_eq!(status, StatusCode::UNAUTHORIZED, "old password after the change");
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "old password after the change"
+                );
                 continue;
             }
             late += usize::from(at > changed_at);
