@@ -33,13 +33,8 @@ impl PasswordResetEmail {
             return Ok(());
         };
         let mut write = db.begin(Writer::User(user)).await?;
-        let token = recovery::issue(
-            &mut write,
-            user,
-            &address,
-            recovery::Purpose::PasswordReset,
-        )
-        .await?;
+        let token =
+            recovery::issue(&mut write, user, &address, recovery::Purpose::PasswordReset).await?;
         write.commit().await?;
         ctx.state
             .mailer

@@ -51,7 +51,11 @@ async fn a_repeated_signup_gets_the_first_answer_and_creates_one_account() {
     let again = signup_with_key(&api, &user, &key).await;
 
     assert_eq!(first.status(), StatusCode::CREATED);
-    assert_eq!(again.status(), StatusCode::CREATED, "not a 409 'email taken'");
+    assert_eq!(
+        again.status(),
+        StatusCode::CREATED,
+        "not a 409 'email taken'"
+    );
     assert!(!first.headers().contains_key("idempotent-replayed"));
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(
@@ -84,7 +88,11 @@ async fn the_same_key_with_another_body_is_refused_and_runs_nothing() {
         response.headers()["content-type"],
         "application/problem+json"
     );
-    assert!(problem_type(response).await.ends_with("/idempotency-key-reused"));
+    assert!(
+        problem_type(response)
+            .await
+            .ends_with("/idempotency-key-reused")
+    );
     assert_eq!(users_with_email(&app.state, &other.email).await, 0);
 }
 
@@ -134,7 +142,11 @@ async fn a_key_whose_first_request_is_still_running_answers_409() {
     // ...the same request again is told to wait.
     let second = signup_with_key(&api, &user, &key).await;
     assert_eq!(second.status(), StatusCode::CONFLICT);
-    assert!(problem_type(second).await.ends_with("/idempotency-key-in-use"));
+    assert!(
+        problem_type(second)
+            .await
+            .ends_with("/idempotency-key-in-use")
+    );
     assert_eq!(users_with_email(&app.state, &user.email).await, 0);
 
     tx.send(Ok(rest.to_vec())).await.expect("sends");
@@ -199,7 +211,10 @@ async fn requests_without_a_key_or_with_a_safe_method_are_not_kept() {
     let api = signed_up(&app.url(""), &TestUser::new()).await;
     let key = key();
     let get = api
-        .send(api.request(Method::GET, "/me").header("idempotency-key", &key))
+        .send(
+            api.request(Method::GET, "/me")
+                .header("idempotency-key", &key),
+        )
         .await;
     assert_eq!(get.status(), StatusCode::OK);
     // The key is still free for an unsafe request.
@@ -214,5 +229,9 @@ async fn a_malformed_key_is_a_400() {
     let api = anonymous(&app);
     let response = signup_with_key(&api, &TestUser::new(), &"k".repeat(256)).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(problem_type(response).await.ends_with("/invalid-idempotency-key"));
+    assert!(
+        problem_type(response)
+            .await
+            .ends_with("/invalid-idempotency-key")
+    );
 }

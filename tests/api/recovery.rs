@@ -34,7 +34,9 @@ const RESET: &str = "Reset your scaleout password";
 
 async fn email_verified(api: &Api) -> bool {
     let me: Value = api.me().await.json().await.expect("JSON");
-    me["email_verified"].as_bool().expect("email_verified is a bool")
+    me["email_verified"]
+        .as_bool()
+        .expect("email_verified is a bool")
 }
 
 async fn verify(api: &Api, token: &str) -> reqwest::Response {
@@ -174,7 +176,9 @@ async fn a_password_reset_sets_the_password_ends_every_session_and_works_once() 
     let token = emailed_token(&user.email, RESET).await;
     let new_password = "a brand new passphrase for recovery";
     assert_eq!(
-        confirm_reset(&stranger, &token, new_password).await.status(),
+        confirm_reset(&stranger, &token, new_password)
+            .await
+            .status(),
         StatusCode::NO_CONTENT
     );
 
@@ -298,6 +302,5 @@ async fn a_malformed_or_unknown_token_is_refused_naming_the_field() {
     let api = anonymous(&app);
     assert_token_refused(verify(&api, "not-a-token").await).await;
     assert_token_refused(verify(&api, "").await).await;
-    assert_token_refused(confirm_reset(&api, &"f".repeat(64), "a fine new passphrase").await)
-        .await;
+    assert_token_refused(confirm_reset(&api, &"f".repeat(64), "a fine new passphrase").await).await;
 }

@@ -94,8 +94,8 @@ async fn verify_email(
     State(state): State<AppState>,
     AppJson(body): AppJson<VerifyEmailRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let Some(holder) = recovery::peek(state.db.read_primary(), &body.token, Purpose::VerifyEmail)
-        .await?
+    let Some(holder) =
+        recovery::peek(state.db.read_primary(), &body.token, Purpose::VerifyEmail).await?
     else {
         return Err(bad_token());
     };
