@@ -215,6 +215,9 @@ pub enum ApiError {
     /// 409: the request conflicts with existing data (a duplicate email).
     #[error("{0}")]
     Conflict(String),
+    /// 409: a request with this `Idempotency-Key` is still running.
+    #[error("a request with this Idempotency-Key is still running")]
+    IdempotencyKeyInUse,
     /// 413: the body is larger than allowed.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -227,6 +230,9 @@ pub enum ApiError {
     /// 422: well-formed JSON that breaks the rules; `errors` says which field and why.
     #[error("validation failed")]
     Validation(FieldErrors),
+    /// 422: this `Idempotency-Key` was used for another request (method, path or body).
+    #[error("the Idempotency-Key was used for another request")]
+    IdempotencyKeyReused,
     /// 429: too many attempts; retry after this many seconds.
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
@@ -287,6 +293,18 @@ impl IntoResponse for ApiError {
             Self::Conflict(detail) => {
                 Problem::new(S::CONFLICT, "conflict", "Conflict").with_detail(detail.clone())
             }
+            Self::IdempotencyKeyInUse => Problem::new(
+                S::CONFLICT,
+                "idempotency-key-in-use",
+                "A request with this Idempotency-Key is still running",
+            )
+            .with_detail("retry once it has finished to get its answer"),
+            Self::IdempotencyKeyReused => Problem::new(
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "This Idempotency-Key was used for another request",
+            )
+            .with_detail("a key stands for one request (method, path and body) for 24 hours; use a new key for a new request"),
             Self::PayloadTooLarge => Problem::for_status(S::PAYLOAD_TOO_LARGE),
             Self::UnsupportedMediaType => Problem::for_status(S::UNSUPPORTED_MEDIA_TYPE)
                 .with_detail("expected Content-Type: application/json"),

@@ -18,6 +18,8 @@ pub struct User {
     pub name: String,
     /// `pending` or `ready` once an avatar has been uploaded.
     pub avatar_status: Option<String>,
+    /// Whether a verification link sent to the current address was used.
+    pub email_verified: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -34,7 +36,8 @@ pub async fn insert(
         User,
         "insert into users (id, email, name, password_hash)
          values ($1, $2, $3, $4)
-         returning id, email, name, avatar_status, created_at, updated_at",
+         returning id, email, name, avatar_status,
+                   email_verified_at is not null as \"email_verified!\", created_at, updated_at",
         id,
         email,
         name,
@@ -102,14 +105,17 @@ pub async fn password_version(
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        "select id, email, name, avatar_status, created_at, updated_at from users where id = $1",
+        "select id, email, name, avatar_status,
+                email_verified_at is not null as \"email_verified!\", created_at, updated_at
+           from users where id = $1",
         id
     )
     .fetch_optional(db)
     .await
 }
 
-/// Changes the given fields only; `None` keeps the current value.
+/// Changes the given fields only; `None` keeps the current value. A changed email (other
+/// than by letter case) is no longer verified.
 #[tracing::instrument(skip_all)]
 pub async fn update_profile(
     write: &mut Write,
@@ -120,9 +126,14 @@ pub async fn update_profile(
     sqlx::query_as!(
         User,
         "update users
-            set name = coalesce($2, name), email = coalesce($3, email), updated_at = now()
+            set name = coalesce($2, name), email = coalesce($3, email), updated_at = now(),
+                -- A new address is unverified until a link sent to it is used.
+                email_verified_at = case when lower($3) is distinct from lower(email)
+                                          and $3 is not null
+                                         then null else email_verified_at end
           where id = $1
-      returning id, email, name, avatar_status, created_at, updated_at",
+      returning id, email, name, avatar_status,
+                   email_verified_at is not null as \"email_verified!\", created_at, updated_at",
         id,
         name,
         email,
@@ -150,6 +161,42 @@ pub async fn set_password(
     )
     .fetch_optional(&mut **write)
     .await
+}
+
+/// Marks the email verified, if `email` is still the account's address (a link sent to an
+/// address the account has since left verifies nothing); false otherwise.
+#[tracing::instrument(skip_all)]
+pub async fn mark_email_verified(
+    write: &mut Write,
+    id: Uuid,
+    email: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "update users set email_verified_at = coalesce(email_verified_at, now()), updated_at = now()
+          where id = $1 and lower(email) = lower($2) and deletion_requested_at is null",
+        id,
+        email
+    )
+    .execute(&mut **write)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The account an email belongs to, with its current address, if it may recover access (not
+/// being deleted).
+#[tracing::instrument(skip_all)]
+pub async fn recoverable_by_email(
+    db: impl PgExecutor<'_>,
+    email: &str,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    let row = sqlx::query!(
+        "select id, email from users
+          where lower(email) = lower($1) and deletion_requested_at is null",
+        email
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.id, r.email)))
 }
 
 /// Marks the account for deletion; false if it already was.

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod csrf;
 pub mod health;
+pub mod idempotency;
 pub mod json;
 pub mod limits;
 pub mod middleware;
@@ -20,6 +21,7 @@ pub mod path;
 pub mod routes;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderName;
@@ -77,10 +79,19 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         axum::middleware::from_fn_with_state(Limits::from_http(&config.http), limits::enforce);
     // Everything behind a session: accounts, files and jobs.
     let accounts = routes::accounts::router()
+        .merge(routes::recovery::router())
         .merge(routes::files::router(&config.files))
         .merge(routes::jobs::router())
         .layer(defaults.clone())
         .merge(routes::files::uploads(&config.files))
+        // Inside the session: a key belongs to the caller.
+        .layer(axum::middleware::from_fn_with_state(
+            idempotency::Idempotency {
+                state: state.clone(),
+                running_for: Limits::ceiling(config).timeout + Duration::from_secs(30),
+            },
+            idempotency::guard,
+        ))
         .layer(state.sessions.layer(&config.auth))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -91,6 +102,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::ready))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(openapi::docs))
+        .routes(routes!(openapi::docs_asset))
         .nest(
             "/api/v1",
             OpenApiRouter::new().routes(routes!(service_info)),

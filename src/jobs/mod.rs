@@ -21,11 +21,13 @@
 
 pub mod canary;
 pub mod delete_account;
+pub mod password_reset_email;
 pub mod prune_jobs;
 pub mod purge_uploads;
 pub mod schedule;
 pub mod status;
 pub mod thumbnail;
+pub mod verification_email;
 pub mod welcome_email;
 pub mod worker;
 
@@ -51,17 +53,21 @@ pub enum Job {
     PurgeUploads(purge_uploads::PurgeUploads),
     PruneJobs(prune_jobs::PruneJobs),
     Canary(canary::Canary),
+    VerificationEmail(verification_email::VerificationEmail),
+    PasswordResetEmail(password_reset_email::PasswordResetEmail),
 }
 
 impl Job {
     /// Every `kind`, for metrics that should exist before the first job of a kind.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 8] = [
         "delete_account",
         "welcome_email",
         "make_thumbnail",
         "purge_uploads",
         "prune_jobs",
         "canary",
+        "verification_email",
+        "password_reset_email",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -72,6 +78,8 @@ impl Job {
             Self::PurgeUploads(_) => "purge_uploads",
             Self::PruneJobs(_) => "prune_jobs",
             Self::Canary(_) => "canary",
+            Self::VerificationEmail(_) => "verification_email",
+            Self::PasswordResetEmail(_) => "password_reset_email",
         }
     }
 
@@ -84,6 +92,8 @@ impl Job {
             Self::WelcomeEmail(_) | Self::MakeThumbnail(_) => 5,
             Self::PurgeUploads(_) | Self::PruneJobs(_) => 3,
             Self::Canary(c) => c.max_attempts,
+            // Like the welcome email: a few minutes of retries, then kept as failed.
+            Self::VerificationEmail(_) | Self::PasswordResetEmail(_) => 5,
         }
     }
 }

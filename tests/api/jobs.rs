@@ -337,6 +337,7 @@ async fn the_welcome_email_reaches_the_smtp_sink() {
                 .find(|text| {
                     text.lines()
                         .any(|l| l.starts_with("To:") && l.contains(&to))
+                        && text.contains("Subject: Welcome to scaleout")
                 })
         }
     })

@@ -81,5 +81,42 @@ async fn the_docs_page_points_at_the_document() {
     let response = app.get("/docs").await;
     assert_eq!(response.status(), StatusCode::OK);
     let html = response.text().await.expect("text");
-    assert!(html.contains("/api-docs/openapi.json"));
+    assert!(html.contains("/docs/assets/docs.js"), "{html}");
+    let script = app.get("/docs/assets/docs.js").await;
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(
+        script
+            .text()
+            .await
+            .expect("text")
+            .contains("/api-docs/openapi.json")
+    );
+}
+
+#[tokio::test]
+async fn the_docs_page_and_its_assets_come_from_the_instance_under_a_strict_csp() {
+    let app = spawn_app().await;
+    for path in [
+        "/docs",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let csp = response.headers()["content-security-policy"]
+            .to_str()
+            .expect("ASCII");
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+    }
+    let html = app.get("/docs").await.text().await.expect("text");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    assert_eq!(
+        app.get("/docs/assets/nothing.js").await.status(),
+        StatusCode::NOT_FOUND
+    );
 }

@@ -10,7 +10,7 @@ use crate::helpers::{
     Down, TestUser, eventually, my_id, presigned_put, signed_up, spawn_app, spawn_worker_with,
     storage,
 };
-use crate::job_effects::{messages_to, sent_emails, welcome_job};
+use crate::job_effects::{sent_by, welcome_job, welcome_messages_to};
 
 #[tokio::test]
 async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_it_is_back() {
@@ -31,7 +31,7 @@ async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_i
             v["status"] == "queued" && v["attempts"].as_i64().is_some_and(|n| n >= 2)
         })
         .await;
-    let undelivered = messages_to(&user.email).len();
+    let undelivered = welcome_messages_to(&user.email).len();
     smtp.start();
     let delivered = api.poll_job(&job, |v| v["status"] == "succeeded").await;
     worker.shutdown().await;
@@ -53,13 +53,13 @@ async fn a_welcome_email_is_retried_while_smtp_is_down_and_delivered_once_when_i
         "{delivered}"
     );
     assert_eq!(
-        messages_to(&user.email).len(),
+        welcome_messages_to(&user.email).len(),
         1,
         "one message once it is back"
     );
     assert_eq!(
-        sent_emails(db, owner).await,
-        vec![(job, user.email.clone())]
+        sent_by(db, &job).await,
+        vec![(job.clone(), user.email.clone())]
     );
 }
 

@@ -21,6 +21,7 @@ use crate::error::{ApiError, Problem};
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::path::PathId;
+use crate::jobs::verification_email::VerificationEmail;
 use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
 use crate::rate_limit::{Backoff, Limit};
 
@@ -65,6 +66,7 @@ impl Avatar {
 #[schema(example = json!({
     "id": "01936f0e-8a4b-7c3d-9e2f-0a1b2c3d4e5f",
     "email": "ada@example.com",
+    "email_verified": true,
     "name": "Ada Lovelace",
     "avatar": {"status": "ready", "url": "/api/v1/users/01936f0e-8a4b-7c3d-9e2f-0a1b2c3d4e5f/avatar"},
     "created_at": "2026-11-22T08:00:00Z",
@@ -73,6 +75,9 @@ impl Avatar {
 pub struct Me {
     pub id: Uuid,
     pub email: String,
+    /// Whether a verification link sent to `email` was used (`POST /auth/verify`). False
+    /// after signup and after every email change, until then.
+    pub email_verified: bool,
     pub name: String,
     /// Null until an avatar is uploaded.
     pub avatar: Option<Avatar>,
@@ -89,6 +94,7 @@ impl From<repo::User> for Me {
         Self {
             id: u.id,
             email: u.email,
+            email_verified: u.email_verified,
             avatar: Avatar::of(u.id, u.avatar_status.as_deref()),
             name: u.name,
             created_at: u.created_at,
@@ -271,6 +277,11 @@ async fn signup(
     let user = repo::insert(&mut write, id, &body.email, &body.name, &hash).await?;
     let welcome = Job::WelcomeEmail(WelcomeEmail { user_id: user.id });
     jobs::enqueue(&mut write, welcome, Some(user.id)).await?;
+    let verify = VerificationEmail {
+        user_id: user.id,
+        email: user.email.clone(),
+    };
+    jobs::enqueue(&mut write, Job::VerificationEmail(verify), Some(user.id)).await?;
     write.commit().await?;
     // If this fails (Redis), the account exists without a session: the client's retry with
     // the same credentials logs in (above) rather than meeting a 409.
@@ -553,7 +564,8 @@ async fn delete_me(
     Ok((StatusCode::ACCEPTED, axum::Json(Accepted { job_id })).into_response())
 }
 
-/// Change the caller's name or email.
+/// Change the caller's name or email. A new email is unverified until the link sent to it
+/// is used.
 #[utoipa::path(
     patch, path = "/me", tag = TAG,
     security(("session" = [])),
@@ -608,6 +620,14 @@ async fn update_me(
     )
     .await?
     .ok_or(ApiError::Unauthenticated)?;
+    // A new (or still unverified) address gets a link of its own, committed with the change.
+    if body.email.is_some() && !me.email_verified {
+        let verify = VerificationEmail {
+            user_id: me.id,
+            email: me.email.clone(),
+        };
+        jobs::enqueue(&mut write, Job::VerificationEmail(verify), Some(me.id)).await?;
+    }
     write.commit().await?;
     Ok(axum::Json(me.into()))
 }
