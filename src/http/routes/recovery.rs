@@ -244,9 +244,15 @@ async fn confirm_password_reset(
         // Used by a concurrent confirmation since the check.
         return Err(bad_token());
     };
-    repo::set_password(&mut write, holder.user_id, &hash).await?;
+    let version = repo::set_password(&mut write, holder.user_id, &hash).await?;
     write.commit().await?;
-    // Again after the commit: a session started with the old password in between ends too.
+    // Again after the commit: a session started with the old password in between ends too,
+    // and the new password version makes any such session worthless even if this fails.
+    if let Some(version) = version
+        && let Err(e) = state.sessions.password_changed(holder.user_id, version).await
+    {
+        tracing::warn!(error = %e, "could not record the new password version after the reset");
+    }
     if let Err(e) = state.sessions.end_all_except(holder.user_id, None).await {
         tracing::warn!(error = %e, "could not end the sessions again after the reset");
     }
