@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::accounts::session::AuthUser;
-use crate::accounts::{password, repo, validate};
+use crate::accounts::{repo, validate};
 use crate::app::AppState;
 use crate::db::{Caller, Writer};
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, NoSession, Unavailable};
@@ -221,7 +221,7 @@ async fn signup(
     session: Session,
     AppJson(body): AppJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
-    let hash = password::hash(body.password).await?;
+    let hash = state.passwords.hash(body.password).await?;
     // The account and its welcome email commit together: no account without its email job,
     // no email for an account that was rolled back.
     let id = Uuid::now_v7();
@@ -283,7 +283,7 @@ async fn login(
 
     let credentials = repo::credentials_by_email(state.db.read_primary(), &body.email).await?;
     let (id, hash) = credentials.unzip();
-    if !password::verify(body.password, hash).await? {
+    if !state.passwords.verify(body.password, hash).await? {
         return Err(ApiError::InvalidCredentials);
     }
     let id = id.ok_or_else(|| anyhow::anyhow!("a verified password has an account"))?;
@@ -413,7 +413,7 @@ async fn delete_me(
     if current.is_none() {
         return Err(ApiError::Unauthenticated);
     }
-    if !password::verify(body.password, current).await? {
+    if !state.passwords.verify(body.password, current).await? {
         return Err(ApiError::Forbidden {
             kind: "wrong-password",
             detail: "the password is not correct".into(),
@@ -500,13 +500,13 @@ async fn change_password(
     if current.is_none() {
         return Err(ApiError::Unauthenticated);
     }
-    if !password::verify(body.current_password, current).await? {
+    if !state.passwords.verify(body.current_password, current).await? {
         return Err(ApiError::Forbidden {
             kind: "wrong-password",
             detail: "the current password is not correct".into(),
         });
     }
-    let hash = password::hash(body.new_password).await?;
+    let hash = state.passwords.hash(body.new_password).await?;
     // Other sessions end before the password changes: if Redis fails here, nothing has
     // changed but sessions ended, which is the safe way to fail.
     state.sessions.end_all_except(user.id, session.id()).await?;
