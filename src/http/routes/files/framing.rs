@@ -37,17 +37,17 @@ pub struct FramingLimits {
 /// Why the guard refused a body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
-    #[error("no multipart boundary within the first {PREAMBLE_BYTES} bytes")]
+    #[error("no multipart boundary within the first {} bytes", PREAMBLE_BYTES)]
     Preamble,
-    #[error("a part's headers are longer than {HEADER_BYTES} bytes")]
+    #[error("a part's headers are longer than {} bytes", HEADER_BYTES)]
     Headers,
-    #[error("more than {MAX_PARTS} parts")]
+    #[error("more than {} parts", MAX_PARTS)]
     Parts,
     #[error("a part is larger than {0} bytes")]
     PartSize(u64),
     #[error("the multipart framing is broken after a boundary")]
     Broken,
-    #[error("the multipart boundary is longer than {MAX_BOUNDARY} characters")]
+    #[error("the multipart boundary is longer than {} characters", MAX_BOUNDARY)]
     Boundary,
 }
 
