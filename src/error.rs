@@ -333,8 +333,10 @@ impl IntoResponse for ApiError {
             Self::Internal(_) => Problem::internal(),
         };
         let mut response = problem.into_response();
-        if let Self::RateLimited { retry_after_secs } | Self::Overloaded { retry_after_secs, .. } =
-            self
+        if let Self::RateLimited { retry_after_secs }
+        | Self::Overloaded {
+            retry_after_secs, ..
+        } = self
         {
             response
                 .headers_mut()

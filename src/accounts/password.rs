@@ -98,7 +98,9 @@ impl Passwords {
     }
 
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        self.run(move || hash_sync(&password)).await?.map_err(ApiError::Internal)
+        self.run(move || hash_sync(&password))
+            .await?
+            .map_err(ApiError::Internal)
     }
 
     /// Verifies `password` against `phc`, or against the dummy hash when there is no account,

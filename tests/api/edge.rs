@@ -38,7 +38,11 @@ async fn ready_is_not_reachable_through_nginx_but_health_is() {
         "nginx answered itself; no instance ran the checks"
     );
     assert_eq!(health.status(), StatusCode::OK);
-    assert_eq!(direct.status(), StatusCode::OK, "probes use the instance's port");
+    assert_eq!(
+        direct.status(),
+        StatusCode::OK,
+        "probes use the instance's port"
+    );
 }
 
 #[tokio::test]
@@ -93,10 +97,11 @@ async fn a_burst_of_auth_requests_from_one_address_is_cut_at_the_edge() {
         "{limited:?}"
     );
     assert!(
-        answers
-            .iter()
-            .all(|(status, ..)| [StatusCode::TOO_MANY_REQUESTS, StatusCode::UNPROCESSABLE_ENTITY]
-                .contains(status)),
+        answers.iter().all(|(status, ..)| [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::UNPROCESSABLE_ENTITY
+        ]
+        .contains(status)),
         "{answers:?}"
     );
     assert_eq!(

@@ -239,7 +239,8 @@ async fn made_up_methods_are_counted_under_one_label_value() {
 
     let mut sent = Vec::new();
     for _ in 0..20 {
-        let method = format!("X{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).to_uppercase();
+        let method =
+            format!("X{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).to_uppercase();
         let response = app
             .client
             .request(

@@ -500,7 +500,11 @@ async fn change_password(
     if current.is_none() {
         return Err(ApiError::Unauthenticated);
     }
-    if !state.passwords.verify(body.current_password, current).await? {
+    if !state
+        .passwords
+        .verify(body.current_password, current)
+        .await?
+    {
         return Err(ApiError::Forbidden {
             kind: "wrong-password",
             detail: "the current password is not correct".into(),

@@ -129,12 +129,16 @@ impl Scanner {
                 Stage::Done => return Ok(()),
                 Stage::Preamble | Stage::Headers | Stage::Data => {
                     let (pattern, limit, error) = match self.stage {
-                        Stage::Preamble => {
-                            (self.first.clone(), PREAMBLE_BYTES as u64, FramingError::Preamble)
-                        }
-                        Stage::Headers => {
-                            (b"\r\n\r\n".to_vec(), HEADER_BYTES as u64, FramingError::Headers)
-                        }
+                        Stage::Preamble => (
+                            self.first.clone(),
+                            PREAMBLE_BYTES as u64,
+                            FramingError::Preamble,
+                        ),
+                        Stage::Headers => (
+                            b"\r\n\r\n".to_vec(),
+                            HEADER_BYTES as u64,
+                            FramingError::Headers,
+                        ),
                         _ => (
                             self.delimiter.clone(),
                             self.limits.part_bytes,

@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use utoipa::ToSchema;
 use tokio::sync::OwnedSemaphorePermit;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::framing::{FramingLimits, Guarded};
