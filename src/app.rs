@@ -4,6 +4,9 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
+use crate::accounts::password::Passwords;
 use crate::accounts::session::Sessions;
 use crate::config::ServeConfig;
 use crate::db::Db;
@@ -18,6 +21,10 @@ pub struct AppState {
     pub redis: RedisClient,
     pub storage: Storage,
     pub sessions: Sessions,
+    /// Password hashing, bounded per instance (`PASSWORD_HASHES_IN_FLIGHT`).
+    pub passwords: Passwords,
+    /// One permit per streamed upload being received (`UPLOADS_IN_FLIGHT`).
+    pub uploads: Arc<Semaphore>,
     pub lifecycle: Lifecycle,
 }
 
@@ -29,12 +36,16 @@ impl AppState {
         db.spawn_probe();
         let storage = Storage::new(&config.storage);
         let sessions = Sessions::new(&config.redis, redis.clone())?;
+        let passwords = Passwords::new(&config.capacity);
+        let uploads = Arc::new(Semaphore::new(config.capacity.uploads));
         Ok(Self {
             config: Arc::new(config),
             db,
             redis,
             storage,
             sessions,
+            passwords,
+            uploads,
             lifecycle: Lifecycle::default(),
         })
     }

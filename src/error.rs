@@ -113,11 +113,12 @@ pub mod responses {
 
     use super::Problem;
 
-    /// 503: a dependency did not answer in time.
+    /// 503: a dependency did not answer in time, or the instance is at its bound for the
+    /// work asked (then with `Retry-After`).
     #[derive(Debug, IntoResponses)]
     #[response(
         status = 503,
-        description = "A dependency is unavailable",
+        description = "A dependency is unavailable, or the instance is busy (see Retry-After)",
         content_type = "application/problem+json"
     )]
     pub struct Unavailable(pub Problem);
@@ -236,6 +237,13 @@ pub enum ApiError {
     /// 429: too many attempts; retry after this many seconds.
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
+    /// 503: this instance is at its bound for this kind of work (password hashes, uploads in
+    /// flight); another instance, or this one shortly, can take the request.
+    #[error("too many {what} in flight")]
+    Overloaded {
+        what: &'static str,
+        retry_after_secs: u64,
+    },
     /// 503: a dependency did not answer in time; fast, never a hang.
     #[error("{dependency} unavailable: {cause}")]
     Unavailable {
@@ -328,6 +336,12 @@ impl IntoResponse for ApiError {
                 "rate-limited",
                 "Too many attempts; retry later",
             ),
+            Self::Overloaded { what, .. } => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "The service is busy; retry shortly",
+            )
+            .with_detail(format!("too many {what} in flight on this instance")),
             Self::Unavailable { dependency, .. } => Problem::new(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -337,7 +351,11 @@ impl IntoResponse for ApiError {
             Self::Internal(_) => Problem::internal(),
         };
         let mut response = problem.into_response();
-        if let Self::RateLimited { retry_after_secs } = self {
+        if let Self::RateLimited { retry_after_secs }
+        | Self::Overloaded {
+            retry_after_secs, ..
+        } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

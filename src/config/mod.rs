@@ -18,6 +18,7 @@
 //! | [`redis`] | sessions, rate limits, write positions | serve, worker |
 //! | [`storage`] | the S3-compatible bucket | serve, worker |
 //! | [`files`] | upload sizes, types and URL lifetimes | serve, worker |
+//! | [`capacity`] | password hashes and uploads in flight per instance | serve |
 //! | [`ready`] | `/ready`'s dependency checks | serve, worker |
 //! | [`jobs`] | the job worker: concurrency, heartbeats, retries, purges | worker |
 //! | [`email`] | the SMTP relay and sender | worker |
@@ -29,6 +30,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub mod auth;
+pub mod capacity;
 pub mod database;
 pub mod email;
 pub mod files;
@@ -46,6 +48,7 @@ pub mod storage;
 mod tests;
 
 pub use auth::AuthConfig;
+pub use capacity::CapacityConfig;
 pub use database::DatabaseConfig;
 pub use email::SmtpConfig;
 pub use files::FilesConfig;
@@ -69,6 +72,7 @@ pub const ALL_VARS: &[&[Var]] = &[
     redis::VARS,
     storage::VARS,
     files::VARS,
+    capacity::VARS,
     jobs::VARS,
     email::VARS,
     ready::VARS,
@@ -305,6 +309,7 @@ pub struct ServeConfig {
     pub redis: RedisConfig,
     pub storage: StorageConfig,
     pub files: FilesConfig,
+    pub capacity: CapacityConfig,
     pub ready: ReadyConfig,
     pub auth: AuthConfig,
 }
@@ -320,6 +325,7 @@ impl ServeConfig {
             redis: RedisConfig::from_source(source)?,
             storage: StorageConfig::from_source(source)?,
             files: FilesConfig::from_source(source)?,
+            capacity: CapacityConfig::from_source(source)?,
             ready: ReadyConfig::from_source(source)?,
             auth: AuthConfig::from_source(source)?,
         })

@@ -17,6 +17,27 @@ use crate::error::{ErrorCause, Problem};
 /// so a 404 flood cannot blow up the number of metric series.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// The label for request methods outside the standard set: HTTP lets a client send any token
+/// as a method, and each distinct label value would be a new metric series.
+pub const OTHER_METHOD: &str = "other";
+
+/// The method as a metric label: the standard methods by name, anything else as `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => OTHER_METHOD,
+    }
+}
+
 /// Wraps each request in a span carrying its id, instance, method and route template, and
 /// logs one line when the response is ready. Also records the HTTP metrics, from the same
 /// measurements, so logs and metrics never disagree.
@@ -33,7 +54,9 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         .get::<MatchedPath>()
         .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
         .to_owned();
+    // Logs keep the method as sent; metrics get the bounded label.
     let method = request.method().as_str().to_owned();
+    let method_label = method_label(request.method());
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -53,12 +76,12 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let status = response.status().as_u16();
     metrics::counter!(
         "http_requests_total",
-        "route" => route.clone(), "method" => method.clone(), "status" => status.to_string(),
+        "route" => route.clone(), "method" => method_label, "status" => status.to_string(),
     )
     .increment(1);
     metrics::histogram!(
         "http_request_duration_seconds",
-        "route" => route.clone(), "method" => method.clone(),
+        "route" => route.clone(), "method" => method_label,
     )
     .record(latency.as_secs_f64());
 

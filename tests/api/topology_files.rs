@@ -56,7 +56,7 @@ async fn with_object_storage_stopped_uploads_fail_fast_and_profiles_still_work()
 }
 
 /// The pid supervisord reports for `service`.
-fn pid_of(service: &str) -> u32 {
+pub(crate) fn pid_of(service: &str) -> u32 {
     let status = stack(&["status"]);
     status
         .lines()
@@ -68,7 +68,7 @@ fn pid_of(service: &str) -> u32 {
 }
 
 /// Resident set size of `pid`, in bytes.
-fn rss_of(pid: u32) -> u64 {
+pub(crate) fn rss_of(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc readable");
     status
         .lines()

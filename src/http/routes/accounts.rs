@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::accounts::session::AuthUser;
-use crate::accounts::{password, repo, validate};
+use crate::accounts::{repo, validate};
 use crate::app::AppState;
 use crate::db::{Caller, Writer};
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, NoSession, Unavailable};
@@ -269,7 +269,7 @@ async fn signup(
             .ok_or_else(|| anyhow::anyhow!("a verified password has an account"))?;
         return Ok(axum::Json(Me::from(user)).into_response());
     }
-    let hash = password::hash(body.password).await?;
+    let hash = state.passwords.hash(body.password).await?;
     // The account and its welcome email commit together: no account without its email job,
     // no email for an account that was rolled back.
     let id = Uuid::now_v7();
@@ -360,7 +360,7 @@ impl PasswordLimits {
         hash: Option<String>,
     ) -> Result<bool, ApiError> {
         self.admit(state).await?;
-        if !password::verify(password, hash).await? {
+        if !state.passwords.verify(password, hash).await? {
             return Ok(false);
         }
         self.succeeded(state).await?;
@@ -396,7 +396,7 @@ async fn login(
     limits.admit(&state).await?;
     let credentials = repo::credentials_by_email(state.db.read_primary(), &body.email).await?;
     let hash = credentials.as_ref().map(|c| c.password_hash.clone());
-    if !password::verify(body.password, hash).await? {
+    if !state.passwords.verify(body.password, hash).await? {
         return Err(ApiError::InvalidCredentials);
     }
     limits.succeeded(&state).await?;
@@ -670,7 +670,7 @@ async fn change_password(
             detail: "the current password is not correct".into(),
         });
     }
-    let hash = password::hash(body.new_password).await?;
+    let hash = state.passwords.hash(body.new_password).await?;
     let mut write = state.db.begin(user.writer()).await?;
     let version = repo::set_password(&mut write, user.id, &hash)
         .await?

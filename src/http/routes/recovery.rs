@@ -234,7 +234,7 @@ async fn confirm_password_reset(
     else {
         return Err(bad_token());
     };
-    let hash = password::hash(body.new_password).await?;
+    let hash = state.passwords.hash(body.new_password).await?;
     // The sessions end before the password changes: if Redis fails here nothing has changed
     // and the token is still good, the safe way to fail.
     state.sessions.end_all_except(holder.user_id, None).await?;

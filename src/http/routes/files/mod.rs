@@ -6,6 +6,7 @@
 mod avatar_change;
 mod avatars;
 mod direct;
+mod framing;
 mod owned;
 mod streamed;
 

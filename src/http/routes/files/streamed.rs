@@ -1,11 +1,14 @@
 //! `POST /files`: a file streamed through the instance to object storage as it arrives.
 
+use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedSemaphorePermit;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::framing::{FramingLimits, Guarded};
 use super::{FileMeta, TAG, discard_object};
 use crate::accounts::AuthUser;
 use crate::app::AppState;
@@ -31,24 +34,43 @@ pub struct UploadForm {
 }
 
 /// A multipart request body, and the request's declared length (an upper bound of the file's).
+/// Holds one of the instance's upload slots (`UPLOADS_IN_FLIGHT`) until it is dropped: the
+/// memory of an upload in flight is one part buffer, and the slots bound how many there are.
 pub struct UploadBody {
-    multipart: Multipart,
+    request: Request,
+    boundary: String,
     length: Option<u64>,
+    _slot: OwnedSemaphorePermit,
 }
 
-impl<S: Send + Sync> FromRequest<S> for UploadBody {
+impl FromRequest<AppState> for UploadBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let length = request
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let multipart = Multipart::from_request(request, state)
-            .await
-            .map_err(|_| ApiError::UnsupportedFileType("expected multipart/form-data".into()))?;
-        Ok(Self { multipart, length })
+        let boundary = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| multer::parse_boundary(v).ok())
+            .ok_or_else(|| ApiError::UnsupportedFileType("expected multipart/form-data".into()))?;
+        let slot = state.uploads.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("upload_rejections_total").increment(1);
+            ApiError::Overloaded {
+                what: "uploads",
+                retry_after_secs: 1,
+            }
+        })?;
+        Ok(Self {
+            request,
+            boundary,
+            length,
+            _slot: slot,
+        })
     }
 }
 
@@ -62,6 +84,8 @@ impl std::fmt::Debug for UploadBody {
 
 impl UploadBody {
     /// Streams the file to `key`, refusing a declared length over the limit before reading.
+    /// The body reaches the multipart parser through the framing guard, with `max_bytes` as
+    /// its part limit: each route's own.
     pub(super) async fn store(
         self,
         state: &AppState,
@@ -75,12 +99,27 @@ impl UploadBody {
         {
             return Err(ApiError::PayloadTooLarge);
         }
+        let (parts, body) = self.request.into_parts();
+        let limits = FramingLimits {
+            part_bytes: max_bytes,
+        };
+        let (guarded, breach) = Guarded::new(body.into_data_stream(), &self.boundary, limits)?;
+        let request = Request::from_parts(parts, Body::from_stream(guarded));
+        let multipart = Multipart::from_request(request, state)
+            .await
+            .map_err(|_| ApiError::UnsupportedFileType("expected multipart/form-data".into()))?;
         let rules = Rules {
             max_bytes,
             part_bytes: state.config.files.part_bytes,
             allowed_types,
         };
-        upload::receive(&state.storage, self.multipart, key, rules, self.length).await
+        let received = upload::receive(&state.storage, multipart, key, rules, self.length).await;
+        // The parser reports a guard's refusal as a broken stream; say which bound it was.
+        let breach = breach.lock().ok().and_then(|mut b| b.take());
+        match (received, breach) {
+            (Err(_), Some(breach)) => Err(breach.into()),
+            (received, _) => received,
+        }
     }
 }
 
@@ -91,13 +130,13 @@ impl UploadBody {
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored; the file's metadata", body = FileMeta),
-        (status = 400, description = "Broken multipart body", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Broken multipart body, or one past the framing bounds (preamble, part headers, number of parts)", body = Problem, content_type = "application/problem+json"),
         NoSession,
         CrossSite,
         (status = 413, description = "Larger than UPLOAD_MAX_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart, or the content is not an allowed type (or not the declared one)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No part named file, or an empty file", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Object storage or the database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Object storage or the database is unavailable, or UPLOADS_IN_FLIGHT uploads are already being received (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(user = %user.id))]
