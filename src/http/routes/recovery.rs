@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::accounts::recovery::{self, Purpose};
-use crate::accounts::{password, repo, validate};
+use crate::accounts::{repo, validate};
 use crate::app::AppState;
 use crate::db::Writer;
 use crate::error::ApiError;
