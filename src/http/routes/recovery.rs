@@ -249,7 +249,10 @@ async fn confirm_password_reset(
     // Again after the commit: a session started with the old password in between ends too,
     // and the new password version makes any such session worthless even if this fails.
     if let Some(version) = version
-        && let Err(e) = state.sessions.password_changed(holder.user_id, version).await
+        && let Err(e) = state
+            .sessions
+            .password_changed(holder.user_id, version)
+            .await
     {
         tracing::warn!(error = %e, "could not record the new password version after the reset");
     }

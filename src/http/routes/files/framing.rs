@@ -224,12 +224,16 @@ impl Scanner {
     }
 }
 
+/// Where a guarded stream records why it stopped, for the handler to read after the parser
+/// fails.
+pub type Breach = Arc<Mutex<Option<FramingError>>>;
+
 /// A body stream checked by the scanner. On a breach it records why (for the handler's
 /// answer) and ends the stream with an error, which the parser reports as a broken body.
 pub struct Guarded<S> {
     inner: S,
     scanner: Scanner,
-    breach: Arc<Mutex<Option<FramingError>>>,
+    breach: Breach,
     failed: bool,
 }
 
@@ -239,7 +243,7 @@ impl<S> Guarded<S> {
         inner: S,
         boundary: &str,
         limits: FramingLimits,
-    ) -> Result<(Self, Arc<Mutex<Option<FramingError>>>), FramingError> {
+    ) -> Result<(Self, Breach), FramingError> {
         let breach = Arc::new(Mutex::new(None));
         let guarded = Self {
             inner,
