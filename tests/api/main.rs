@@ -8,6 +8,8 @@ mod helpers;
 
 mod accounts;
 mod architecture;
+mod deletion_retries;
+mod direct_uploads;
 mod drain;
 mod file_lifecycle;
 mod files;
@@ -25,6 +27,8 @@ mod topology_delivery;
 mod topology_files;
 mod topology_jobs;
 mod topology_replicas;
+mod topology_storage;
 mod topology_traces;
+mod topology_worker_restarts;
 pub mod traces;
 mod validation;
