@@ -540,13 +540,14 @@ fn failed(operation: &'static str, error: &dyn std::error::Error) -> StorageErro
 
 /// The object is not the one the request named: a refused precondition (412), or no object
 /// at all any more (404). Not a failure of storage, so not counted as one.
-fn changed<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> bool
+fn changed<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata,
-    R: std::fmt::Debug,
 {
     let code = e.as_service_error().and_then(|s| s.code());
-    matches!(code, Some("PreconditionFailed" | "NoSuchKey"))
+    // The status decides when the body names no code (a GET's 412 may come without one).
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    matches!(code, Some("PreconditionFailed" | "NoSuchKey")) || matches!(status, Some(412 | 404))
 }
 
 /// A failed call, counted into `storage_errors_total`.

@@ -199,7 +199,11 @@ pub(super) async fn complete_upload(
                 _ => Err(refused),
             };
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            // Storage failed, perhaps after the copy was made: it must not linger unrecorded.
+            discard_object(&state, &key).await;
+            return Err(e);
+        }
     }
     // A short write, which decides: only a pending file turns available, so of two
     // completions exactly one wins, and a file deleted or purged meanwhile stays gone.
