@@ -137,8 +137,13 @@ async fn the_purge_sweeps_a_stale_staging_object_and_keeps_fresh_uploads_and_fil
 
     assert!(!exists(&stale).await, "the stale staging object is swept");
     assert!(exists(&fresh).await, "a fresh upload's bytes stay");
+    let done_key: String = sqlx::query_scalar("select object_key from files where id = $1")
+        .bind(done_id)
+        .fetch_one(db)
+        .await
+        .expect("the completed file");
     assert!(
-        exists(&object_key::file(owner, done_id)).await,
+        exists(&done_key).await,
         "the completed file's own object stays"
     );
     let pending: i64 = sqlx::query_scalar("select count(*) from files where id = $1")
