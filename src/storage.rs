@@ -3,7 +3,8 @@
 //!
 //! Every call is bounded by the configured timeout, timed into
 //! `storage_request_duration_seconds{operation}`, counted into `storage_errors_total` when it
-//! fails, and traced as a span: a slow object store shows up in all three places.
+//! fails, counted in `storage_requests_in_flight` while it lasts, and traced as a span: a slow
+//! object store shows up in all four places.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -49,6 +50,17 @@ pub struct StorageError {
 pub struct ObjectInfo {
     pub size: u64,
     pub content_type: Option<String>,
+    /// Names these exact bytes: a conditional request on it fails once the object changes.
+    pub etag: Option<String>,
+}
+
+/// The outcome of a request made on the condition that the object is still the one an ETag
+/// names (`If-Match`, `x-amz-copy-source-if-match`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch<T> {
+    Matched(T),
+    /// The object was replaced or deleted since the ETag was read.
+    Changed,
 }
 
 /// A presigned request: the client sends exactly this, with these headers, before `expires_in`.
@@ -74,6 +86,7 @@ impl Storage {
     pub fn new(config: &StorageConfig) -> Self {
         for operation in OPERATIONS {
             metrics::counter!("storage_errors_total", "operation" => *operation).absolute(0);
+            metrics::gauge!("storage_requests_in_flight", "operation" => *operation).increment(0.0);
         }
         let client = build_client(config, config.endpoint.as_deref());
         let presigner = match &config.public_endpoint {
@@ -238,29 +251,37 @@ impl Storage {
             Ok(out) => Ok(Some(ObjectInfo {
                 size: out.content_length.unwrap_or(0).max(0) as u64,
                 content_type: out.content_type,
+                etag: out.e_tag,
             })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) => {
-                metrics::counter!("storage_errors_total", "operation" => "head_object")
-                    .increment(1);
-                Err(failed("head_object", &e))
-            }
+            Err(e) => Err(counted("head_object", &e)),
         }
     }
 
-    /// The first `len` bytes of an object (fewer if it is shorter).
-    pub async fn read_prefix(&self, key: &str, len: usize) -> Result<Bytes, StorageError> {
-        let out = call(
+    /// The first `len` bytes of an object (fewer if it is shorter), provided it is still the
+    /// object `etag` names: what is read is what was measured.
+    pub async fn read_prefix_if_match(
+        &self,
+        key: &str,
+        len: usize,
+        etag: &str,
+    ) -> Result<IfMatch<Bytes>, StorageError> {
+        let result = timed(
             "get_object",
             self.client
                 .get_object()
                 .bucket(&self.bucket)
                 .key(key)
+                .if_match(etag)
                 .range(format!("bytes=0-{}", len.saturating_sub(1)))
                 .send(),
         )
-        .await?;
-        self.read_body(out.body).await
+        .await;
+        match result {
+            Ok(out) => Ok(IfMatch::Matched(self.read_body(out.body).await?)),
+            Err(e) if changed(&e) => Ok(IfMatch::Changed),
+            Err(e) => Err(counted("get_object", &e)),
+        }
     }
 
     /// The whole object, for workers that transform it (thumbnails): callers bound the size.
@@ -289,19 +310,31 @@ impl Storage {
         }
     }
 
-    /// Copies `from` to `to` inside the bucket, on the storage side: no bytes pass through us.
-    pub async fn copy_object(&self, from: &str, to: &str) -> Result<(), StorageError> {
-        call(
+    /// Copies `from` to `to` inside the bucket, on the storage side (no bytes pass through
+    /// us), provided `from` is still the object `etag` names: the copy is of the bytes that
+    /// were checked, never of bytes written to `from` since.
+    pub async fn copy_object_if_match(
+        &self,
+        from: &str,
+        to: &str,
+        etag: &str,
+    ) -> Result<IfMatch<()>, StorageError> {
+        let result = timed(
             "copy_object",
             self.client
                 .copy_object()
                 .bucket(&self.bucket)
                 .copy_source(format!("{}/{from}", self.bucket))
+                .copy_source_if_match(etag)
                 .key(to)
                 .send(),
         )
-        .await?;
-        Ok(())
+        .await;
+        match result {
+            Ok(_) => Ok(IfMatch::Matched(())),
+            Err(e) if changed(&e) => Ok(IfMatch::Changed),
+            Err(e) => Err(counted("copy_object", &e)),
+        }
     }
 
     /// Keys under `prefix` last modified before `cutoff`, walking every page (at most `limit`).
@@ -505,6 +538,42 @@ fn failed(operation: &'static str, error: &dyn std::error::Error) -> StorageErro
     StorageError { operation, message }
 }
 
+/// The object is not the one the request named: a refused precondition (412), or no object
+/// at all any more (404). Not a failure of storage, so not counted as one.
+fn changed<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    let code = e.as_service_error().and_then(|s| s.code());
+    // The status decides when the body names no code (a GET's 412 may come without one).
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    matches!(code, Some("PreconditionFailed" | "NoSuchKey")) || matches!(status, Some(412 | 404))
+}
+
+/// A failed call, counted into `storage_errors_total`.
+fn counted(operation: &'static str, error: &dyn std::error::Error) -> StorageError {
+    metrics::counter!("storage_errors_total", "operation" => operation).increment(1);
+    failed(operation, error)
+}
+
+/// Counts a call in `storage_requests_in_flight{operation}` while it lasts, also when the
+/// request is dropped halfway (its caller timed out or went away): calls piling up there are
+/// a slow or frozen object store.
+struct InFlight(&'static str);
+
+impl InFlight {
+    fn start(operation: &'static str) -> Self {
+        metrics::gauge!("storage_requests_in_flight", "operation" => operation).increment(1.0);
+        Self(operation)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("storage_requests_in_flight", "operation" => self.0).decrement(1.0);
+    }
+}
+
 /// Times and traces one call, without judging its result.
 async fn timed<T, E>(
     operation: &'static str,
@@ -512,6 +581,7 @@ async fn timed<T, E>(
 ) -> Result<T, E> {
     let span = tracing::info_span!("storage", operation, otel.kind = "client");
     let start = Instant::now();
+    let _in_flight = InFlight::start(operation);
     let result = request.instrument(span).await;
     metrics::histogram!("storage_request_duration_seconds", "operation" => operation)
         .record(start.elapsed().as_secs_f64());
@@ -523,8 +593,7 @@ async fn call<T, E: std::error::Error>(
     operation: &'static str,
     request: impl Future<Output = Result<T, E>>,
 ) -> Result<T, StorageError> {
-    timed(operation, request).await.map_err(|e| {
-        metrics::counter!("storage_errors_total", "operation" => operation).increment(1);
-        failed(operation, &e)
-    })
+    timed(operation, request)
+        .await
+        .map_err(|e| counted(operation, &e))
 }

@@ -13,6 +13,7 @@
 //! | `JOBS_PURGE_INTERVAL_SECS` | `3600` | How often abandoned direct uploads are purged and old jobs pruned |
 //! | `JOBS_PURGE_GRACE_SECS` | `3600` | How long past its URL's expiry a pending upload is kept (0 allowed) |
 //! | `JOBS_RETENTION_DAYS` | `14` | Succeeded jobs are deleted this long after they finished; failed ones are kept |
+//! | `JOBS_DELETION_COOLOFF_SECS` | `3600` | How long after its last attempt an account deletion out of attempts is queued again |
 
 use std::time::Duration;
 
@@ -69,6 +70,11 @@ pub const VARS: &[Var] = &[
         default: Fallback::Value("14"),
         about: "Succeeded jobs are deleted this long after they finished; failed ones are kept",
     },
+    Var {
+        name: "JOBS_DELETION_COOLOFF_SECS",
+        default: Fallback::Value("3600"),
+        about: "How long after its last attempt an account deletion out of attempts is queued again",
+    },
 ];
 
 /// The job worker: how many jobs at once, how fast it notices others' deaths, how it retries.
@@ -85,6 +91,8 @@ pub struct JobsConfig {
     pub purge_grace: Duration,
     /// Succeeded jobs are deleted this many days after they finished.
     pub retention_days: u32,
+    /// An account deletion out of attempts is queued again this long after its last one.
+    pub deletion_cooloff: Duration,
 }
 
 impl JobsConfig {
@@ -102,6 +110,7 @@ impl JobsConfig {
             // Zero is allowed: purge a pending upload as soon as its URL has expired.
             purge_grace: Duration::from_secs(r.parse("JOBS_PURGE_GRACE_SECS")?),
             retention_days: r.positive("JOBS_RETENTION_DAYS")?,
+            deletion_cooloff: r.duration("JOBS_DELETION_COOLOFF_SECS", Duration::from_secs)?,
         })
     }
 }

@@ -20,6 +20,12 @@ pub mod object_key {
         format!("users/{owner}/files/{file}")
     }
 
+    /// A direct upload's object, copied from the staging area by one completion: each
+    /// completion has its own, so one that loses to another never overwrites its object.
+    pub fn completed(owner: Uuid, file: Uuid, completion: Uuid) -> String {
+        format!("users/{owner}/files/{file}-{completion}")
+    }
+
     pub fn avatar(owner: Uuid, file: Uuid) -> String {
         format!("users/{owner}/avatars/{file}")
     }

@@ -110,32 +110,24 @@ pub async fn list_owned(
     .await
 }
 
-/// Locks a pending upload for the rest of the transaction; `None` if it is not pending.
+/// Marks a pending upload available, its object now at `object_key`; `None` if it is not
+/// pending (any more): completed by another request, deleted or purged meanwhile.
 #[tracing::instrument(skip_all, fields(file = %id))]
-pub async fn claim_pending(write: &mut Write, id: Uuid) -> Result<Option<FileRow>, sqlx::Error> {
+pub async fn mark_available(
+    write: &mut Write,
+    id: Uuid,
+    object_key: &str,
+) -> Result<Option<FileRow>, sqlx::Error> {
     sqlx::query_as!(
         FileRow,
-        "select id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
-                upload_expires_at, created_at, updated_at
-           from files
-          where id = $1 and status = 'pending'
-            for update",
-        id,
-    )
-    .fetch_optional(&mut **write)
-    .await
-}
-
-/// Marks a pending upload available; `None` if it is not pending (any more).
-#[tracing::instrument(skip_all, fields(file = %id))]
-pub async fn mark_available(write: &mut Write, id: Uuid) -> Result<Option<FileRow>, sqlx::Error> {
-    sqlx::query_as!(
-        FileRow,
-        "update files set status = 'available', upload_expires_at = null, updated_at = now()
+        "update files
+            set status = 'available', object_key = $2, upload_expires_at = null,
+                updated_at = now()
           where id = $1 and status = 'pending'
       returning id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
                 upload_expires_at, created_at, updated_at",
         id,
+        object_key,
     )
     .fetch_optional(&mut **write)
     .await
@@ -157,17 +149,19 @@ pub async fn object_key(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Stri
         .await
 }
 
-/// A pending upload whose URL expired more than `grace` ago, claimed for deletion.
+/// A pending upload whose URL expired more than `grace` ago, deleted by the purge.
 #[derive(Debug, Clone, Copy)]
 pub struct Abandoned {
     pub id: Uuid,
     pub owner_id: Uuid,
 }
 
-/// Claims (row-locks, skipping rows others hold) up to `limit` abandoned uploads, oldest
-/// first, for the rest of the transaction.
+/// Deletes up to `limit` abandoned uploads, oldest first, and returns them: their staging
+/// objects are the caller's to delete, after the commit (no transaction waits on storage).
+/// Rows another transaction holds are skipped; a completion that committed first has made
+/// its file available, which this never deletes.
 #[tracing::instrument(skip_all)]
-pub async fn claim_abandoned(
+pub async fn delete_abandoned(
     write: &mut Write,
     grace: std::time::Duration,
     limit: i64,
@@ -179,24 +173,19 @@ pub async fn claim_abandoned(
     };
     sqlx::query_as!(
         Abandoned,
-        "select id, owner_id from files
-          where status = 'pending' and upload_expires_at < now() - $1::interval
-          order by upload_expires_at
-          limit $2
-          for update skip locked",
+        "delete from files
+          where id in (select id from files
+                        where status = 'pending' and upload_expires_at < now() - $1::interval
+                        order by upload_expires_at
+                        limit $2
+                          for update skip locked)
+            and status = 'pending'
+      returning id, owner_id",
         grace,
         limit
     )
     .fetch_all(&mut **write)
     .await
-}
-
-#[tracing::instrument(skip_all)]
-pub async fn delete_many(write: &mut Write, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query!("delete from files where id = any($1)", ids)
-        .execute(&mut **write)
-        .await?;
-    Ok(done.rows_affected())
 }
 
 /// Deletes up to `limit` of `owner`'s files; returns how many went (0: none left).

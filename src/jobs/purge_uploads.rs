@@ -26,11 +26,13 @@ impl PurgeUploads {
         let grace = ctx.state.config.jobs.purge_grace;
         let mut purged = 0;
         loop {
-            // Each file is claimed (row-locked) while its object goes: a `complete` arriving
-            // meanwhile waits, then finds the file gone (404) instead of making available a
-            // file whose object was just deleted. One that committed first is not pending.
+            // The rows go first, in a short write of their own; their staging objects after
+            // the commit, so no transaction (nor its connection) waits on storage. A
+            // `complete` running meanwhile finds its file gone when it writes (404). An object
+            // whose deletion fails here is a staging leftover: the sweep below removes it.
             let mut write = db.begin(Writer::System).await?;
-            let batch = files::repo::claim_abandoned(&mut write, grace, BATCH).await?;
+            let batch = files::repo::delete_abandoned(&mut write, grace, BATCH).await?;
+            write.commit().await?;
             if batch.is_empty() {
                 break;
             }
@@ -38,9 +40,6 @@ impl PurgeUploads {
                 let staging = object_key::staging(file.owner_id, file.id);
                 ctx.state.storage.delete_object(&staging).await?;
             }
-            let ids: Vec<_> = batch.iter().map(|f| f.id).collect();
-            files::repo::delete_many(&mut write, &ids).await?;
-            write.commit().await?;
             purged += batch.len();
         }
         // Staging objects that outlived any completion: a URL used again after `complete` or

@@ -4,6 +4,11 @@
 //! (`floor(now / interval)`) with an idempotency key naming that slot. apalis' unique index on
 //! (queue, idempotency key) lets exactly one insert per slot succeed, whichever worker gets there
 //! first, so adding workers never multiplies the job, and a worker that is down never skips it.
+//!
+//! The same ticks queue again the account deletions that ran out of attempts, once their
+//! cool-off (`JOBS_DELETION_COOLOFF_SECS`) has passed: a deletion must finish eventually, or the
+//! account stays marked, unusable, with its data still there. One `update` does it, so two
+//! workers ticking at once cannot queue one job twice.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -64,12 +69,43 @@ async fn offer(db: &sqlx::PgPool, job: Job, key: &str) -> Result<bool, sqlx::Err
 }
 
 /// Offers each slot's purge as its time comes, until `stop` resolves.
+/// Queues again, with a fresh set of attempts, every account deletion that ran out of attempts
+/// more than `cool_off` ago; returns how many. Each such round has already counted in
+/// `jobs_failed_total` (and alerted); the job keeps its id and its last error until it runs.
+pub async fn requeue_deletions(db: &sqlx::PgPool, cool_off: Duration) -> Result<u64, sqlx::Error> {
+    let micros = i64::try_from(cool_off.as_micros()).unwrap_or(i64::MAX);
+    let requeued = sqlx::query!(
+        "update apalis.jobs
+            set status = 'Pending', attempts = 0, run_at = now(), lock_by = null,
+                lock_at = null, done_at = null
+          where job_type = $1 and status = 'Failed' and attempts >= max_attempts
+            and done_at < now() - make_interval(secs => $2::float8 / 1e6)
+            and convert_from(job, 'UTF8')::jsonb -> 'job' ->> 'kind' = 'delete_account'",
+        QUEUE,
+        micros as f64
+    )
+    .execute(db)
+    .await?
+    .rows_affected();
+    if requeued > 0 {
+        metrics::counter!("jobs_requeued_total", "kind" => "delete_account").increment(requeued);
+    }
+    Ok(requeued)
+}
+
+/// Offers the recurring jobs and queues out-of-attempts deletions again, until `stop`. Ticks
+/// at least once a minute, and often enough for a short cool-off.
 pub async fn run(
     db: sqlx::PgPool,
     interval: Duration,
+    deletion_cooloff: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut tick = tokio::time::interval(interval.min(Duration::from_secs(60)));
+    let every = interval
+        .min(deletion_cooloff)
+        .min(Duration::from_secs(60))
+        .max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
@@ -85,6 +121,14 @@ pub async fn run(
                     Ok(true) => tracing::info!(slot, "scheduled the pruning of old jobs"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "could not offer the scheduled pruning"),
+                }
+                match requeue_deletions(&db, deletion_cooloff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        requeued = n,
+                        "queued again account deletions that had run out of attempts"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "could not queue failed deletions again"),
                 }
             }
             () = &mut stop => break,

@@ -1,4 +1,8 @@
 //! A job's state as its owner sees it, read from apalis' table.
+//!
+//! A failed attempt is shown as a category ([`Failure`]), never as the error itself: error
+//! text can carry hosts, object keys, SQL or email addresses. The worker logs the full error
+//! with the job's id, for operators.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -30,6 +34,103 @@ pub fn state_of(status: &str, attempts: i32, max_attempts: i32) -> State {
 }
 
 /// A job, for `GET /jobs/{id}`.
+/// What an owner is told about a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Storage,
+    Database,
+    SessionStore,
+    Email,
+    TimedOut,
+    Internal,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 6] = [
+        Self::Storage,
+        Self::Database,
+        Self::SessionStore,
+        Self::Email,
+        Self::TimedOut,
+        Self::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Storage => "storage unavailable",
+            Self::Database => "database unavailable",
+            Self::SessionStore => "session store unavailable",
+            Self::Email => "email delivery failed",
+            Self::TimedOut => "timed out",
+            Self::Internal => "internal error",
+        }
+    }
+
+    /// The category of `error`: the first cause in its chain that names a dependency. Anything
+    /// else (a bug, bad data, a refusal of the job's own) is an internal error.
+    pub fn of(error: &anyhow::Error) -> Self {
+        for cause in error.chain() {
+            if cause.is::<crate::storage::StorageError>() {
+                return Self::Storage;
+            }
+            if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
+                return if database_unavailable(e) {
+                    Self::Database
+                } else {
+                    Self::Internal
+                };
+            }
+            if cause.is::<crate::redis_client::RedisError>() || cause.is::<redis::RedisError>() {
+                return Self::SessionStore;
+            }
+            if cause.is::<lettre::transport::smtp::Error>() {
+                return Self::Email;
+            }
+            if cause.is::<super::worker::TimedOut>() {
+                return Self::TimedOut;
+            }
+            if let Some(crate::error::ApiError::Unavailable { dependency, .. }) =
+                cause.downcast_ref()
+            {
+                return match *dependency {
+                    "database" => Self::Database,
+                    "object storage" => Self::Storage,
+                    "redis" | "sessions" => Self::SessionStore,
+                    _ => Self::Internal,
+                };
+            }
+        }
+        Self::Internal
+    }
+
+    /// What was stored for an attempt, as shown: a known category, or else (an older row, an
+    /// error apalis recorded itself) an internal error, never the stored text.
+    pub fn shown(stored: &str) -> &'static str {
+        Self::ALL
+            .into_iter()
+            .map(Self::as_str)
+            .find(|c| *c == stored)
+            .unwrap_or(Self::Internal.as_str())
+    }
+}
+
+/// Connection-level failures, timeouts and a server that cannot serve (classes 08, 53, 57):
+/// the database, not the job, is the problem.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57")),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(example = json!({
     "id": "01JD3V9W5Q8K2M4N6P8R0T2V4X",
@@ -37,7 +138,7 @@ pub fn state_of(status: &str, attempts: i32, max_attempts: i32) -> State {
     "status": "queued",
     "attempts": 1,
     "max_attempts": 10,
-    "last_error": "object storage delete_object failed: dispatch failure",
+    "last_error": "storage unavailable",
     "next_attempt_at": "2026-11-22T08:00:04Z",
     "finished_at": null
 }))]
@@ -87,7 +188,7 @@ pub async fn find(
                 .as_ref()
                 .and_then(|v| v.get("Err"))
                 .and_then(|e| e.as_str())
-                .map(str::to_owned),
+                .map(|e| Failure::shown(e).to_owned()),
         };
         JobView {
             id: r.id,
@@ -117,5 +218,44 @@ mod tests {
         assert_eq!(state_of("Failed", 2, 5), State::Queued);
         assert_eq!(state_of("Failed", 5, 5), State::Failed);
         assert_eq!(state_of("Killed", 1, 5), State::Failed);
+    }
+
+    #[test]
+    fn a_failure_is_shown_as_the_category_of_its_first_known_cause() {
+        let storage = crate::storage::StorageError {
+            operation: "get_object",
+            message: "dispatch failure: connection refused (10.0.0.7:3900)".into(),
+        };
+        let of = |e: anyhow::Error| Failure::of(&e).as_str();
+        assert_eq!(
+            of(anyhow::Error::new(storage).context("reading the avatar")),
+            "storage unavailable"
+        );
+        assert_eq!(of(sqlx::Error::PoolTimedOut.into()), "database unavailable");
+        assert_eq!(of(sqlx::Error::RowNotFound.into()), "internal error");
+        assert_eq!(
+            of(crate::error::ApiError::unavailable("sessions", "refused").into()),
+            "session store unavailable"
+        );
+        assert_eq!(
+            of(super::super::worker::TimedOut(std::time::Duration::from_secs(1)).into()),
+            "timed out"
+        );
+        assert_eq!(
+            of(anyhow::anyhow!("the account ada@example.com is not marked")),
+            "internal error"
+        );
+    }
+
+    #[test]
+    fn only_known_categories_are_shown_as_stored() {
+        assert_eq!(
+            Failure::shown("email delivery failed"),
+            "email delivery failed"
+        );
+        assert_eq!(
+            Failure::shown("object storage get_object failed: users/0193/avatars/x"),
+            "internal error"
+        );
     }
 }

@@ -26,6 +26,7 @@ use apalis::prelude::{
 use apalis_postgres::PostgresStorage;
 use tracing::Instrument;
 
+use super::status::Failure;
 use super::{Envelope, Job, QUEUE};
 use crate::accounts::session::Sessions;
 use crate::config::WorkerConfig;
@@ -81,6 +82,9 @@ pub fn describe_metrics() {
             metrics::counter!(name, "kind" => kind).absolute(0);
         }
     }
+    metrics::counter!("jobs_worker_restarts_total").absolute(0);
+    metrics::counter!("jobs_requeued_total", "kind" => "delete_account").absolute(0);
+    metrics::gauge!("jobs_account_deletions_out_of_attempts").set(0.0);
     metrics::gauge!("jobs_queue_depth").set(0.0);
     metrics::gauge!("jobs_oldest_waiting_age_seconds").set(0.0);
 }
@@ -125,9 +129,7 @@ async fn handle(
             max,
             "out of attempts: the previous ones ended with their worker"
         );
-        return Err(
-            format!("out of attempts ({max}); the last ones ended with their worker").into(),
-        );
+        return Err(Failure::Internal.as_str().into());
     }
     // No backoff is recorded ahead of the run: apalis marks a job Running only while its
     // `run_at` has passed. A run that ends with its worker is retried after the orphan timeout
@@ -139,7 +141,7 @@ async fn handle(
         tracing::info!("job started");
         match tokio::time::timeout(timeout, envelope.job.run(&ctx)).await {
             Ok(result) => result,
-            Err(_) => Err(anyhow::anyhow!("timed out after {timeout:?}")),
+            Err(_) => Err(TimedOut(timeout).into()),
         }
     }
     .instrument(span.clone())
@@ -173,10 +175,17 @@ async fn handle(
                 metrics::counter!("jobs_failed_total", "kind" => kind).increment(1);
                 tracing::error!(error = %format!("{error:#}"), max, "job failed for the last time");
             }
-            Err(format!("{error:#}").into())
+            // What apalis records, and the owner sees: the category only. The full error is in
+            // the log line above, with the job's id.
+            Err(Failure::of(&error).as_str().into())
         }
     }
 }
+
+/// An attempt that ran out of `JOBS_TIMEOUT_SECS`.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {0:?}")]
+pub struct TimedOut(pub Duration);
 
 /// Moves a job's next run `delay` into the future. apalis records the failure without touching
 /// `run_at`, and fetches only jobs whose `run_at` has passed.
@@ -218,16 +227,110 @@ pub async fn sample_queue(db: sqlx::PgPool, every: Duration, stop: impl Future<O
                     }
                     Err(e) => tracing::warn!(error = %e, "could not sample the job queue"),
                 }
+                // Deletions out of attempts, waiting out their cool-off: the alert holds while
+                // there are any, however long the cool-off.
+                let stuck = sqlx::query_scalar!(
+                    r#"select count(*) as "stuck!" from apalis.jobs
+                        where job_type = $1 and status = 'Failed' and attempts >= max_attempts
+                          and convert_from(job, 'UTF8')::jsonb -> 'job' ->> 'kind' = 'delete_account'"#,
+                    QUEUE
+                )
+                .fetch_one(&db)
+                .await;
+                match stuck {
+                    Ok(n) => metrics::gauge!("jobs_account_deletions_out_of_attempts").set(n as f64),
+                    Err(e) => tracing::warn!(error = %e, "could not count failed deletions"),
+                }
             }
             () = &mut stop => break,
         }
     }
 }
 
+/// How the job runner is started again when it stops on its own (its database connection
+/// lost, say): after a delay that doubles with each failure in a row, up to a cap, so a
+/// database outage costs a few attempts a minute rather than a tight loop of reconnections
+/// and log lines. A runner that ran for `healthy_after` before it failed starts the count
+/// again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub base: Duration,
+    pub max: Duration,
+    pub healthy_after: Duration,
+}
+
+impl RestartPolicy {
+    pub const DEFAULT: Self = Self {
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+        healthy_after: Duration::from_secs(60),
+    };
+
+    /// The delay before the next start after `failures` failures in a row (counting the last).
+    pub fn delay(&self, failures: u32) -> Duration {
+        super::backoff(self.base, self.max, failures.saturating_add(1))
+    }
+
+    /// The failures in a row once a run of `ran` has failed, after `before` in a row.
+    pub fn failures_after(&self, before: u32, ran: Duration) -> u32 {
+        if ran >= self.healthy_after {
+            1
+        } else {
+            before.saturating_add(1)
+        }
+    }
+}
+
 /// Runs the apalis worker until `stop` resolves, then shuts it down gracefully. `name` must be
-/// unique among running workers (apalis tracks heartbeats and locks by it).
+/// unique among running workers (apalis tracks heartbeats and locks by it). A runner that stops
+/// on its own is started again under a new name, after the [`RestartPolicy`] delay.
 pub async fn run_until(
     state: JobState,
+    name: String,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let policy = RestartPolicy::DEFAULT;
+    // `stop` resolves once; every run, and the wait between runs, watch it through this.
+    let (stopping, watch) = tokio::sync::watch::channel(false);
+    let stopped = {
+        let watch = watch.clone();
+        move || {
+            let mut rx = watch.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stopping.send(true);
+    });
+    let mut failures = 0;
+    for run in 0usize.. {
+        let started = Instant::now();
+        run_once(&state, format!("{name}-{run}"), stopped()).await?;
+        if *watch.borrow() {
+            return Ok(());
+        }
+        failures = policy.failures_after(failures, started.elapsed());
+        let delay = policy.delay(failures);
+        metrics::counter!("jobs_worker_restarts_total").increment(1);
+        tracing::warn!(
+            failures,
+            ?delay,
+            "the job runner stopped; starting it again after a delay"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped() => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// One run of the apalis worker, until `stop` resolves or the worker stops on its own.
+async fn run_once(
+    state: &JobState,
     name: String,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -239,22 +342,24 @@ pub async fn run_until(
         .batch_size(jobs.concurrency)
         .heartbeat_interval(jobs.heartbeat)
         .missed_heartbeats(jobs.missed_heartbeats);
+    let state = state.clone();
     Monitor::new()
-        .register(move |restarts| {
+        .register(move |_| {
             let backend = PostgresStorage::<Envelope>::new(&pool)
                 .with_config(config.clone())
                 .with_pubsub()
                 .poll_with_interval(jobs.poll_interval);
-            WorkerBuilder::new(format!("{name}-{restarts}"))
+            WorkerBuilder::new(name.clone())
                 .backend(backend)
                 .data(state.clone())
                 .concurrency(jobs.concurrency)
                 .build(handle)
         })
-        // A lost database connection ends a worker; it starts again (under a new name).
+        // apalis would start it again at once, in a loop as tight as the failure is fast: the
+        // caller restarts it with a backoff instead.
         .should_restart(|ctx, error| {
-            tracing::warn!(worker = %ctx.name(), %error, "worker stopped; restarting");
-            true
+            tracing::warn!(worker = %ctx.name(), %error, "the job runner stopped");
+            false
         })
         .shutdown_timeout(grace)
         .run_with_signal(async move {
@@ -263,4 +368,33 @@ pub async fn run_until(
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runner_failing_again_and_again_waits_longer_each_time_up_to_the_cap() {
+        let policy = RestartPolicy::DEFAULT;
+        let quick = Duration::from_millis(10);
+        let mut failures = 0;
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            failures = policy.failures_after(failures, quick);
+            delays.push(policy.delay(failures).as_millis());
+        }
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+    }
+
+    #[test]
+    fn a_runner_that_ran_healthy_for_a_while_restarts_quickly_again() {
+        let policy = RestartPolicy::DEFAULT;
+        let failures = policy.failures_after(7, policy.healthy_after);
+        assert_eq!(failures, 1);
+        assert_eq!(policy.delay(failures), policy.base);
+    }
 }

@@ -117,6 +117,7 @@ pub async fn run_until(
     let scheduler = tokio::spawn(jobs::schedule::run(
         pool.clone(),
         config.jobs.purge_interval,
+        config.jobs.deletion_cooloff,
         stopped(),
     ));
     let sampler = tokio::spawn(jobs::worker::sample_queue(

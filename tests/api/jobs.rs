@@ -98,12 +98,8 @@ async fn between_attempts_a_job_is_queued_with_its_error_and_the_time_of_its_nex
     let retrying = api
         .poll_job(&id, |v| v["status"] == "queued" && v["attempts"] == 1)
         .await;
-    assert!(
-        retrying["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("meant to fail")),
-        "{retrying}"
-    );
+    // A category, never the error's own text (which the worker logs).
+    assert_eq!(retrying["last_error"], "internal error", "{retrying}");
     let next = time::OffsetDateTime::parse(
         retrying["next_attempt_at"]
             .as_str()
@@ -142,12 +138,7 @@ async fn a_job_that_always_fails_is_kept_as_failed_after_its_last_attempt() {
     let failed = api.poll_job(&id, |v| v["status"] == "failed").await;
     assert_eq!(failed["attempts"], 3, "{failed}");
     assert_eq!(failed["max_attempts"], 3);
-    assert!(
-        failed["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("attempt 3")),
-        "{failed}"
-    );
+    assert_eq!(failed["last_error"], "internal error", "{failed}");
     assert!(failed["finished_at"].is_string());
     assert_eq!(canary_runs(app.state.db.primary_pool(), &id).await, 0);
 }

@@ -8,6 +8,8 @@ mod helpers;
 
 mod accounts;
 mod architecture;
+mod deletion_retries;
+mod direct_uploads;
 mod drain;
 mod edge;
 mod file_lifecycle;
@@ -31,6 +33,8 @@ mod topology_jobs;
 mod topology_limits;
 mod topology_replicas;
 mod topology_retries;
+mod topology_storage;
 mod topology_traces;
+mod topology_worker_restarts;
 pub mod traces;
 mod validation;

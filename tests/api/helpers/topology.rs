@@ -223,3 +223,34 @@ impl Drop for Down {
         }
     }
 }
+
+/// A topology service frozen with SIGSTOP for a test: it holds its connections open and
+/// answers nothing, like a hung dependency. Thawed (SIGCONT) when this is dropped, also when
+/// an assertion fails.
+pub struct Frozen(&'static str);
+
+impl Frozen {
+    pub fn pause(service: &'static str) -> Self {
+        stack(&["pause", service]);
+        Self(service)
+    }
+
+    /// Thaws the service now.
+    pub fn resume(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let resumed = Command::new(env("SCALEOUT_STACK"))
+            .args(["resume", self.0])
+            .status();
+        if !resumed.as_ref().is_ok_and(|s| s.success()) {
+            // Never a second panic while a test is failing (see `Down`).
+            if std::thread::panicking() {
+                eprintln!("could not resume {}: {resumed:?}", self.0);
+            } else {
+                panic!("could not resume {}: {resumed:?}", self.0);
+            }
+        }
+    }
+}

@@ -19,6 +19,7 @@ use crate::files::upload::{self, Rules};
 use crate::files::{object_key, repo};
 use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::path::PathId;
+use crate::storage::IfMatch;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -161,7 +162,7 @@ pub(super) async fn create_upload(
         NoSession,
         CrossSite,
         (status = 404, description = "No such file of the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Nothing uploaded yet, or not the declared size (the upload is discarded)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing uploaded yet, not the declared size (the upload is discarded), or the uploaded object changed while it was being checked (complete again)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The content is not the declared type (the upload is discarded)", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
@@ -177,33 +178,98 @@ pub(super) async fn complete_upload(
         // Completing twice is harmless: a client retrying after a lost response gets the file.
         return Ok(axum::Json(file.into()));
     }
-    // Claimed for the whole check: the purge skips a claimed file, and a second `complete`
-    // waits for this one, then finds the file available.
-    let mut write = state.db.begin(user.writer()).await?;
-    let Some(file) = repo::claim_pending(&mut write, file.id).await? else {
-        drop(write);
-        let file = repo::find_owned(state.db.read_primary(), user.id, file.id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        return Ok(axum::Json(file.into()));
-    };
+    // Storage first, with no transaction and no pool connection held: however slow storage
+    // is, completions never take connections (or row locks) that logins and writes need.
     let staging = object_key::staging(user.id, file.id);
-    let Some(object) = state.storage.head_object(&staging).await? else {
+    // A key of this completion's own: two completions of one file at once copy to two keys,
+    // and the one that loses the write below removes its copy, so a file's object never
+    // changes once the file is available.
+    let key = object_key::completed(user.id, file.id, Uuid::now_v7());
+    match check_and_copy(&state, &file, &staging, &key).await {
+        Ok(()) => {}
+        Err(refused @ (ApiError::Conflict(_) | ApiError::UnsupportedFileType(_))) => {
+            // Refused for what is (or is no longer) at the staging key. A completion running
+            // at the same time may have made the file available and removed the staging
+            // object: then the file is the answer, as for completing twice.
+            let now = repo::find_owned(state.db.read_primary(), user.id, file.id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            return match now.status.as_str() {
+                "available" => Ok(axum::Json(now.into())),
+                _ => Err(refused),
+            };
+        }
+        Err(e) => {
+            // Storage failed, perhaps after the copy was made: it must not linger unrecorded.
+            discard_object(&state, &key).await;
+            return Err(e);
+        }
+    }
+    // A short write, which decides: only a pending file turns available, so of two
+    // completions exactly one wins, and a file deleted or purged meanwhile stays gone.
+    let recorded = async {
+        let mut write = state.db.begin(user.writer()).await?;
+        let file = repo::mark_available(&mut write, file.id, &key).await?;
+        write.commit().await?;
+        Ok::<_, sqlx::Error>(file)
+    }
+    .await;
+    match recorded {
+        Ok(Some(file)) => {
+            // Best effort: a leftover staging object is swept by the purge job.
+            discard_object(&state, &staging).await;
+            Ok(axum::Json(file.into()))
+        }
+        Ok(None) => {
+            discard_object(&state, &key).await;
+            // Another completion won (the file is available: the same answer as completing
+            // twice), or the file is gone (404).
+            let file = repo::find_owned(state.db.read_primary(), user.id, file.id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            Ok(axum::Json(file.into()))
+        }
+        Err(e) => {
+            // Unrecorded, the copy would be an object nothing refers to.
+            discard_object(&state, &key).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Checks the staged object against what the file declared (it exists, has the declared size,
+/// and its leading bytes are of the declared type; a wrong object is discarded), then copies
+/// those very bytes to `key`: every step after the first is conditional on the ETag the first
+/// saw, so what is copied is what was checked.
+async fn check_and_copy(
+    state: &AppState,
+    file: &repo::FileRow,
+    staging: &str,
+    key: &str,
+) -> Result<(), ApiError> {
+    let Some(object) = state.storage.head_object(staging).await? else {
         return Err(ApiError::Conflict(
             "nothing has been uploaded to this file's URL yet".into(),
         ));
     };
     if object.size != file.size_bytes as u64 {
-        discard_object(&state, &staging).await;
+        discard_object(state, staging).await;
         return Err(ApiError::Conflict(format!(
             "the uploaded object has {} bytes, {} were declared; upload again",
             object.size, file.size_bytes
         )));
     }
-    let head = state
+    let etag = object.etag.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("object storage gave no ETag for {staging}"))
+    })?;
+    // The bytes read are those of the object measured above, or none at all.
+    let IfMatch::Matched(head) = state
         .storage
-        .read_prefix(&staging, crate::files::sniff::SNIFF_LEN)
-        .await?;
+        .read_prefix_if_match(staging, crate::files::sniff::SNIFF_LEN, &etag)
+        .await?
+    else {
+        return Err(changed_while_checked());
+    };
     let files = &state.config.files;
     let rules = Rules {
         max_bytes: files.max_bytes,
@@ -211,19 +277,23 @@ pub(super) async fn complete_upload(
         allowed_types: &files.allowed_types,
     };
     if let Err(e) = upload::check_type(&head, Some(&file.content_type), rules) {
-        discard_object(&state, &staging).await;
+        discard_object(state, staging).await;
         return Err(e);
     }
-    // The checked bytes move to the file's own key, which no presigned URL can write.
-    state
+    match state
         .storage
-        .copy_object(&staging, &file.object_key)
-        .await?;
-    let file = repo::mark_available(&mut write, file.id)
+        .copy_object_if_match(staging, key, &etag)
         .await?
-        .ok_or(ApiError::NotFound)?;
-    write.commit().await?;
-    // Best effort: a leftover staging object is swept by the purge job.
-    discard_object(&state, &staging).await;
-    Ok(axum::Json(file.into()))
+    {
+        IfMatch::Matched(()) => Ok(()),
+        // Replaced through the URL between the check and the copy: the file stays pending,
+        // and completing again checks the new bytes.
+        IfMatch::Changed => Err(changed_while_checked()),
+    }
+}
+
+fn changed_while_checked() -> ApiError {
+    ApiError::Conflict(
+        "the uploaded object changed while it was being checked; complete again to check it".into(),
+    )
 }
