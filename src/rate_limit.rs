@@ -116,6 +116,20 @@ impl Backoff {
         Ok((wait_ms > 0).then(|| wait_ms.div_ceil(1000)))
     }
 
+    /// Gives back one attempt that passed but was never checked (the check itself failed:
+    /// no hashing slot, a dependency down), so an outage does not push the account into
+    /// its backoff.
+    pub async fn release(&self, redis: &RedisClient) -> Result<(), RedisError> {
+        let mut conn = redis.conn().await?;
+        redis
+            .bounded(
+                redis::cmd("DECR")
+                    .arg(&self.key)
+                    .query_async::<()>(&mut conn),
+            )
+            .await
+    }
+
     /// Forgets the attempts and any wait (the right password was given).
     pub async fn reset(&self, redis: &RedisClient) -> Result<(), RedisError> {
         let mut conn = redis.conn().await?;

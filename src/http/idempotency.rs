@@ -40,6 +40,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tower_sessions::Session;
 
 use crate::app::AppState;
 use crate::db::Caller;
@@ -158,6 +159,13 @@ async fn keyed(
         return Err(ApiError::IdempotencyKeyInUse.into_response());
     }
 
+    // The session layer (outside this one) sets the cookie of a session the handler started,
+    // renewed or ended (signup, login, password change, logout) after this layer has answered,
+    // so a kept answer could not give it back: a replay would leave the client believing it is
+    // logged in. Such answers are not kept and a retry runs again (a retried signup with the
+    // same credentials logs in; a retried login logs in again).
+    let session = parts.extensions.get::<Session>().cloned();
+    let session_before = session.as_ref().and_then(Session::id);
     let mut claimed = Claimed {
         redis: redis.clone(),
         key: redis_key,
@@ -180,7 +188,8 @@ async fn keyed(
         .size_hint()
         .upper()
         .is_some_and(|n| n <= MAX_KEPT_BODY as u64);
-    let (Some(fingerprint), true, true) = (fingerprint, keepable, small) else {
+    let same_session = session.as_ref().is_none_or(|s| s.id() == session_before);
+    let (Some(fingerprint), true, true, true) = (fingerprint, keepable, small, same_session) else {
         claimed.release().await;
         return Ok(response);
     };

@@ -190,10 +190,10 @@ async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and
     let api = signed_up(&app.url(""), &user).await;
     let id = my_id(&api).await;
     let db = app.state.db.primary_pool();
-    // The welcome email has been sent and recorded: the deletion has a sent_emails row to
-    // remove, so the check below can fail.
+    // Both signup emails (welcome, verification) have been sent and recorded: the deletion has
+    // sent_emails rows to remove, so the check below can fail.
     eventually(
-        "the welcome email is recorded",
+        "the signup emails are recorded",
         Duration::from_secs(30),
         || async {
             let rows: i64 =
@@ -202,7 +202,7 @@ async fn deleting_the_account_removes_its_data_and_objects_ends_its_sessions_and
                     .fetch_one(db)
                     .await
                     .expect("counts");
-            (rows == 1).then_some(())
+            (rows == 2).then_some(())
         },
     )
     .await;

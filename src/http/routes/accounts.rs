@@ -330,16 +330,52 @@ impl PasswordLimits {
 
     /// Counts one attempt, before the check, so concurrent attempts cannot all slip under a
     /// limit; a limit reached is a 429.
+    /// An attempt refused by one limit is given back to the limits counted before it: it
+    /// never reached the check, so it must not bring the owner's own address closer to its
+    /// limit while the account waits out its backoff.
     async fn admit(&self, state: &AppState) -> Result<(), ApiError> {
-        for limit in [&self.pair, &self.address] {
-            if let Some(retry_after_secs) = limit.hit(&state.redis).await? {
-                return Err(ApiError::RateLimited { retry_after_secs });
-            }
+        if let Some(retry_after_secs) = self.pair.hit(&state.redis).await? {
+            return Err(ApiError::RateLimited { retry_after_secs });
+        }
+        if let Some(retry_after_secs) = self.address.hit(&state.redis).await? {
+            self.pair.release(&state.redis).await?;
+            return Err(ApiError::RateLimited { retry_after_secs });
         }
         if let Some(retry_after_secs) = self.account.hit(&state.redis).await? {
+            self.pair.release(&state.redis).await?;
+            self.address.release(&state.redis).await?;
             return Err(ApiError::RateLimited { retry_after_secs });
         }
         Ok(())
+    }
+
+    /// The check could not be made (no hashing slot, a dependency down): the attempt is given
+    /// back everywhere, so an overload is a 503, never a lockout.
+    async fn not_checked(&self, state: &AppState) {
+        let released = async {
+            self.pair.release(&state.redis).await?;
+            self.address.release(&state.redis).await?;
+            self.account.release(&state.redis).await
+        };
+        if let Err(e) = released.await {
+            tracing::warn!(error = %e, "could not give back an unchecked password attempt");
+        }
+    }
+
+    /// `password` checked against `hash`, after `admit`; an error gives the attempt back.
+    async fn check(
+        &self,
+        state: &AppState,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, ApiError> {
+        match state.passwords.verify(password, hash).await {
+            Ok(matched) => Ok(matched),
+            Err(e) => {
+                self.not_checked(state).await;
+                Err(e)
+            }
+        }
     }
 
     /// The right password was given: the account's failures are forgotten, and the attempt
@@ -360,7 +396,7 @@ impl PasswordLimits {
         hash: Option<String>,
     ) -> Result<bool, ApiError> {
         self.admit(state).await?;
-        if !state.passwords.verify(password, hash).await? {
+        if !self.check(state, password, hash).await? {
             return Ok(false);
         }
         self.succeeded(state).await?;
@@ -396,7 +432,7 @@ async fn login(
     limits.admit(&state).await?;
     let credentials = repo::credentials_by_email(state.db.read_primary(), &body.email).await?;
     let hash = credentials.as_ref().map(|c| c.password_hash.clone());
-    if !state.passwords.verify(body.password, hash).await? {
+    if !limits.check(&state, body.password, hash).await? {
         return Err(ApiError::InvalidCredentials);
     }
     limits.succeeded(&state).await?;
