@@ -153,8 +153,31 @@ fn parse_networks(var: &'static str, value: &str) -> Result<Vec<IpNet>, ConfigEr
         .collect()
 }
 
+/// Variables this version no longer reads, and what replaced them. Ignoring them silently would
+/// be dangerous: with `TRUST_PROXY_HEADERS` kept and `TRUSTED_PROXIES` unset, every client would
+/// share nginx's address, and one address's limits would apply to everyone.
+pub(super) const REMOVED: [(&str, &str); 2] = [
+    (
+        "TRUST_PROXY_HEADERS",
+        "no longer read: list the proxies' networks in TRUSTED_PROXIES instead",
+    ),
+    (
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+        "no longer read: see LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS and LOGIN_BACKOFF_AFTER_FAILURES_PER_ACCOUNT",
+    ),
+];
+
 impl AuthConfig {
     pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        if let Some((var, problem)) = REMOVED
+            .iter()
+            .find(|(var, _)| source.get(var).is_some_and(|v| !v.is_empty()))
+        {
+            return Err(ConfigError {
+                var,
+                problem: (*problem).to_owned(),
+            });
+        }
         let r = Reader::new(source, VARS);
         let allowed_origins = r
             .raw("ALLOWED_ORIGINS")
@@ -198,6 +221,15 @@ impl AuthConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_removed_variable_stops_the_start_naming_its_replacement() {
+        let env: std::collections::HashMap<String, String> =
+            [("TRUST_PROXY_HEADERS".to_owned(), "true".to_owned())].into();
+        let error = super::AuthConfig::from_source(&env).expect_err("refused");
+        assert_eq!(error.var, "TRUST_PROXY_HEADERS");
+        assert!(error.problem.contains("TRUSTED_PROXIES"));
+    }
+
     use super::*;
 
     #[test]
