@@ -139,14 +139,30 @@ pub async fn consume(
 ) -> Result<Option<Holder>, sqlx::Error> {
     sqlx::query_as!(
         Holder,
-        "update account_tokens set used_at = now()
+        "update account_tokens t set used_at = now()
           where token_hash = $1 and purpose = $2 and used_at is null and expires_at > now()
+            -- A link sent to an address the account has since left is worth nothing.
+            and lower(t.email) = (select lower(u.email) from users u where u.id = t.user_id)
       returning user_id, email",
         digest(token),
         purpose.as_str(),
     )
     .fetch_optional(&mut **write)
     .await
+}
+
+/// Spends every unused token of `purpose` the account holds: after a password reset or change,
+/// an older reset email (seen by someone else, say) must not take the account back.
+pub async fn revoke(write: &mut Write, user: Uuid, purpose: Purpose) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update account_tokens set used_at = now()
+          where user_id = $1 and purpose = $2 and used_at is null",
+        user,
+        purpose.as_str(),
+    )
+    .execute(&mut **write)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -49,8 +49,12 @@ async fn a_repeated_signup_logs_in_with_a_fresh_session_and_creates_one_account(
     assert_eq!(first.status(), StatusCode::CREATED);
 
     // The first answer was lost: a new client (no cookie) repeats it.
-    let retry = anonymous(&app);
-    let again = signup_with_key(&retry, &user, &key).await;
+    let mut retry = anonymous(&app);
+    let request = retry
+        .request(Method::POST, "/auth/signup")
+        .header("idempotency-key", &key)
+        .json(&user.signup_body());
+    let again = retry.send_keeping_cookie(request).await;
 
     // Not a replay without the cookie (the client would believe it is logged in), and not a
     // 409 "email taken": the signup runs again and logs in.

@@ -304,3 +304,32 @@ async fn a_malformed_or_unknown_token_is_refused_naming_the_field() {
     assert_token_refused(verify(&api, "").await).await;
     assert_token_refused(confirm_reset(&api, &"f".repeat(64), "a fine new passphrase").await).await;
 }
+
+#[tokio::test]
+async fn a_password_change_spends_the_reset_links_sent_before_it() {
+    let app = spawn_app().await;
+    let user = TestUser::new();
+    let api = signed_up(&app.url(""), &user).await;
+    assert_eq!(
+        ask_reset(&anonymous(&app), &user.email).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let token = emailed_token(&user.email, RESET).await;
+    let changed = api
+        .send(api.request(Method::PUT, "/me/password").json(&json!({
+            "current_password": user.password,
+            "new_password": "the owner's own new passphrase",
+        })))
+        .await;
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+
+    // Whoever saw the old email cannot take the account back with it.
+    assert_token_refused(confirm_reset(&anonymous(&app), &token, "an intruder's passphrase").await)
+        .await;
+    let owner = TestUser {
+        password: "the owner's own new passphrase".into(),
+        ..user.clone()
+    };
+    let mut fresh = Api::new(app.url(""));
+    assert_eq!(fresh.login(&owner).await.status(), StatusCode::OK);
+}

@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::accounts::recovery::{self, Purpose};
 use crate::accounts::session::AuthUser;
 use crate::accounts::{repo, validate};
 use crate::app::AppState;
@@ -711,6 +712,8 @@ async fn change_password(
     let version = repo::set_password(&mut write, user.id, &hash)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
+    // A reset link sent before the change must not undo it.
+    recovery::revoke(&mut write, user.id, Purpose::PasswordReset).await?;
     // This session continues under a new id and the new version, saved before the commit (a
     // few bounded Redis commands inside the transaction): if Redis fails, the change rolls
     // back and the answer is a 503 with nothing changed (this session has ended, which is the

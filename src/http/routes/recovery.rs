@@ -244,6 +244,7 @@ async fn confirm_password_reset(
         // Used by a concurrent confirmation since the check.
         return Err(bad_token());
     };
+    recovery::revoke(&mut write, holder.user_id, Purpose::PasswordReset).await?;
     let version = repo::set_password(&mut write, holder.user_id, &hash).await?;
     write.commit().await?;
     // Again after the commit: a session started with the old password in between ends too,
