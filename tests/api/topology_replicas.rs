@@ -437,10 +437,11 @@ async fn a_job_reads_what_its_request_wrote_while_the_replica_lags() {
     let user = TestUser::new();
     let api = signed_up(&app.url(""), &user).await;
     let id = id_of(&api).await;
-    // The welcome email job reads the new account at the position its signup recorded: on
-    // the primary, since the replica has not replayed it. Its email is recorded once sent.
+    // The signup's email jobs (welcome, verification) read the new account at the position
+    // the signup recorded: on the primary, since the replica has not replayed it. Each email
+    // is recorded once sent.
     eventually(
-        "the welcome email is sent",
+        "the signup emails are sent",
         Duration::from_secs(30),
         || async {
             let sent: i64 =
@@ -449,7 +450,7 @@ async fn a_job_reads_what_its_request_wrote_while_the_replica_lags() {
                     .fetch_one(db)
                     .await
                     .expect("counts");
-            (sent == 1).then_some(())
+            (sent == 2).then_some(())
         },
     )
     .await;
