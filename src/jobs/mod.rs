@@ -21,6 +21,8 @@
 
 pub mod canary;
 pub mod delete_account;
+pub mod delete_org;
+pub mod invitation_email;
 pub mod prune_jobs;
 pub mod purge_uploads;
 pub mod schedule;
@@ -51,17 +53,21 @@ pub enum Job {
     PurgeUploads(purge_uploads::PurgeUploads),
     PruneJobs(prune_jobs::PruneJobs),
     Canary(canary::Canary),
+    DeleteOrg(delete_org::DeleteOrg),
+    InvitationEmail(invitation_email::InvitationEmail),
 }
 
 impl Job {
     /// Every `kind`, for metrics that should exist before the first job of a kind.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 8] = [
         "delete_account",
         "welcome_email",
         "make_thumbnail",
         "purge_uploads",
         "prune_jobs",
         "canary",
+        "delete_org",
+        "invitation_email",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -72,6 +78,8 @@ impl Job {
             Self::PurgeUploads(_) => "purge_uploads",
             Self::PruneJobs(_) => "prune_jobs",
             Self::Canary(_) => "canary",
+            Self::DeleteOrg(_) => "delete_org",
+            Self::InvitationEmail(_) => "invitation_email",
         }
     }
 
@@ -84,6 +92,9 @@ impl Job {
             Self::WelcomeEmail(_) | Self::MakeThumbnail(_) => 5,
             Self::PurgeUploads(_) | Self::PruneJobs(_) => 3,
             Self::Canary(c) => c.max_attempts,
+            // Like an account's deletion: it must not give up easily.
+            Self::DeleteOrg(_) => 25,
+            Self::InvitationEmail(_) => 5,
         }
     }
 }

@@ -63,6 +63,8 @@ impl Job {
             Self::PurgeUploads(job) => job.run(ctx).await,
             Self::PruneJobs(job) => job.run(ctx).await,
             Self::Canary(job) => job.run(ctx).await,
+            Self::DeleteOrg(job) => job.run(ctx).await,
+            Self::InvitationEmail(job) => job.run(ctx).await,
         }
     }
 }

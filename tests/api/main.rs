@@ -28,3 +28,6 @@ mod topology_replicas;
 mod topology_traces;
 pub mod traces;
 mod validation;
+mod workspace;
+mod workspace_invitations;
+mod workspace_queries;

@@ -5,3 +5,4 @@
 pub mod accounts;
 pub mod files;
 pub mod jobs;
+pub mod workspace;
