@@ -120,15 +120,18 @@ create index comments_author_idx on comments (author_id);
 -- organization. The actor is a plain column (no reference): the log keeps who did it, and
 -- deleting an account does not rewrite millions of log rows.
 create table events (
-    id           uuid primary key,
+    id           uuid not null,
     org_id       uuid not null references organizations (id),
     actor_id     uuid,
     kind         text not null,
     subject_id   uuid not null,
     payload      jsonb not null default '{}',
-    created_at   timestamptz not null default now()
+    created_at   timestamptz not null default now(),
+    -- The key leads with the tenant: with an index on the id alone, the planner would read
+    -- a feed by scanning every tenant's newest events backwards, filtering (the rows of one
+    -- large, old tenant sit behind millions of others'); this one is the feed's order.
+    primary key (org_id, id)
 );
-create index events_org_feed_idx on events (org_id, id desc);
 
 -- Files may belong to an organization: its members read them, its admins delete them.
 -- Expand-only: a nullable column, so instances of the previous version keep working.

@@ -278,7 +278,7 @@ pub async fn list_of_org(
         "select id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
                 upload_expires_at, created_at, updated_at
            from files
-          where org_id = $1 and purpose = 'upload' and ($2::uuid is null or id < $2)
+          where org_id = $1 and purpose = 'upload' and id < coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff')
           order by id desc
           limit $3",
     )

@@ -7,6 +7,11 @@
 //! 1,000 costs what page 1 costs, and rows inserted while a client walks the list never make
 //! it see a row twice or skip one that existed when it started.
 //!
+//! Repos write the cursor as `id > coalesce($n, <the nil uuid>)` (or `<` the max uuid for
+//! newest-first lists): a plain range that the index serves under the generic plan of a
+//! prepared statement. `($n is null or id > $n)` would not be; measured, it turned a deep
+//! feed page into a scan of other tenants' rows.
+//!
 //! The cursor is the last id of the page with a check value, hex-encoded: a client cannot
 //! read meaning into it, and a cursor that was edited, cut or made up is refused (422 naming
 //! `cursor`) instead of silently starting somewhere else. It grants nothing: every list query

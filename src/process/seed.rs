@@ -223,6 +223,8 @@ pub async fn run(config: DatabaseConfig, size: Size) -> anyhow::Result<()> {
         "seconds": started.elapsed().as_secs_f64(),
     });
     println!("{summary}");
+    // The pool closes once every connection is back in it.
+    drop(conn);
     pool.close().await;
     Ok(())
 }

@@ -58,7 +58,7 @@ pub async fn list(
     sqlx::query_as(
         "select c.id, c.task_id, c.author_id, u.name as author_name, c.body, c.created_at
            from comments c left join users u on u.id = c.author_id
-          where c.task_id = $2 and c.org_id = $1 and ($3::uuid is null or c.id > $3)
+          where c.task_id = $2 and c.org_id = $1 and c.id > coalesce($3::uuid, '00000000-0000-0000-0000-000000000000')
           order by c.id limit $4",
     )
     .bind(org)

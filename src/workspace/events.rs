@@ -56,7 +56,7 @@ pub async fn feed(
         "select e.id, e.actor_id, u.name as actor_name, e.kind, e.subject_id, e.payload,
                 e.created_at
            from events e left join users u on u.id = e.actor_id
-          where e.org_id = $1 and ($2::uuid is null or e.id < $2)
+          where e.org_id = $1 and e.id < coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff')
           order by e.id desc
           limit $3",
     )
@@ -74,7 +74,7 @@ pub async fn delete_batch_of_org(
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "delete from events where id in (select id from events where org_id = $1 limit $2)",
+        "delete from events where org_id = $1 and id in (select id from events where org_id = $1 limit $2)",
     )
     .bind(org)
     .bind(limit)

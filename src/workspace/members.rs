@@ -112,7 +112,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Member>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{MEMBER} where m.org_id = $1 and ($2::uuid is null or m.user_id > $2)
+        "{MEMBER} where m.org_id = $1 and m.user_id > coalesce($2::uuid, '00000000-0000-0000-0000-000000000000')
           order by m.user_id limit $3"
     )))
     .bind(org)

@@ -73,7 +73,7 @@ pub async fn list_of_member(
            from memberships m
            join organizations o on o.id = m.org_id
           where m.user_id = $1 and o.deletion_requested_at is null
-            and ($2::uuid is null or m.org_id > $2)
+            and m.org_id > coalesce($2::uuid, '00000000-0000-0000-0000-000000000000')
           order by m.org_id
           limit $3",
     )

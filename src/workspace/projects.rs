@@ -66,7 +66,7 @@ pub async fn list(
 ) -> Result<Vec<Project>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from projects
-          where org_id = $1 and ($2::uuid is null or id > $2)
+          where org_id = $1 and id > coalesce($2::uuid, '00000000-0000-0000-0000-000000000000')
           order by id limit $3"
     )))
     .bind(org)

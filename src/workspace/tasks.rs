@@ -111,8 +111,8 @@ pub async fn list(
           where t.org_id = $1 and t.project_id = $2
             and ($3::text is null or t.status = $3)
             and ($4::uuid is null or t.assignee_id = $4)
-            and ($5::uuid is null or t.id > $5)
-          order by t.id limit $6"
+            and t.id > coalesce($5::uuid, '00000000-0000-0000-0000-000000000000')
+          order by t.project_id, t.id limit $6"
     )))
     .bind(org)
     .bind(project)
