@@ -141,6 +141,25 @@ pub mod responses {
     )]
     pub struct CrossSite(pub Problem);
 
+    /// 403: a member whose role does not allow the operation, or a cross-site request.
+    #[derive(Debug, IntoResponses)]
+    #[response(
+        status = 403,
+        description = "The caller's role does not allow this, or a cross-site request",
+        content_type = "application/problem+json"
+    )]
+    pub struct RoleTooLow(pub Problem);
+
+    /// 404 under `/orgs/{org_id}`: no such organization among the caller's (its existence is
+    /// not revealed), or no such resource in it.
+    #[derive(Debug, IntoResponses)]
+    #[response(
+        status = 404,
+        description = "No such organization of the caller's, or no such resource in it",
+        content_type = "application/problem+json"
+    )]
+    pub struct NotInOrg(pub Problem);
+
     /// 422: well-formed JSON that breaks the rules.
     #[derive(Debug, IntoResponses)]
     #[response(
@@ -219,6 +238,10 @@ pub enum ApiError {
     /// 409: a request with this `Idempotency-Key` is still running.
     #[error("a request with this Idempotency-Key is still running")]
     IdempotencyKeyInUse,
+    /// 410: the thing existed but can no longer be used (an expired, revoked or used
+    /// invitation).
+    #[error("{0}")]
+    Gone(String),
     /// 413: the body is larger than allowed.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -313,6 +336,9 @@ impl IntoResponse for ApiError {
                 "This Idempotency-Key was used for another request",
             )
             .with_detail("a key stands for one request (method, path and body) for 24 hours; use a new key for a new request"),
+            Self::Gone(detail) => {
+                Problem::new(S::GONE, "gone", "No longer valid").with_detail(detail.clone())
+            }
             Self::PayloadTooLarge => Problem::for_status(S::PAYLOAD_TOO_LARGE),
             Self::UnsupportedMediaType => Problem::for_status(S::UNSUPPORTED_MEDIA_TYPE)
                 .with_detail("expected Content-Type: application/json"),
@@ -372,9 +398,24 @@ impl IntoResponse for ApiError {
 /// Unique constraints whose violation is the client's doing, with what to tell them: the
 /// database decides (two instances racing on one email cannot both succeed), and this table
 /// alone turns its verdict into a 409.
-const CONFLICTS: &[(&str, &str)] = &[(
-    "users_email_key",
-    "an account with this email already exists",
+const CONFLICTS: &[(&str, &str)] = &[
+    (
+        "users_email_key",
+        "an account with this email already exists",
+    ),
+    (
+        "organizations_slug_key",
+        "an organization with this slug already exists",
+    ),
+];
+
+/// References whose violation is a bad value in the request, with the field it names and
+/// what to tell the client: the table's foreign key is the rule (an assignee must be a
+/// member of the task's organization), checked by the database in the same statement.
+const INVALID_REFERENCES: &[(&str, &str, &str)] = &[(
+    "tasks_assignee_fkey",
+    "assignee_id",
+    "is not a member of the organization",
 )];
 
 impl From<sqlx::Error> for ApiError {
@@ -384,6 +425,14 @@ impl From<sqlx::Error> for ApiError {
             && let Some((_, detail)) = CONFLICTS.iter().find(|(name, _)| *name == constraint)
         {
             return Self::Conflict((*detail).to_owned());
+        }
+        if let sqlx::Error::Database(db) = &e
+            && let Some(constraint) = db.constraint()
+            && let Some((_, field, message)) = INVALID_REFERENCES
+                .iter()
+                .find(|(name, _, _)| *name == constraint)
+        {
+            return Self::invalid(field, message);
         }
         match e {
             // The database is away or saturated: the client may retry, elsewhere or later.

@@ -17,6 +17,7 @@ pub mod redis_client;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod workspace;
 
 // The paths tests and examples start processes by, kept while the modules live in `process`.
 pub use process::serve as startup;

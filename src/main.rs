@@ -28,6 +28,19 @@ enum Command {
     Worker,
     /// Apply migrations/ to the primary, once per deploy.
     Migrate,
+    /// Fill the database with a workspace data set for benchmarks (COPY; about a minute).
+    Seed {
+        /// `full` (1,000 organizations, 1,000,000 tasks, 3,000,000 events) or `small` (a
+        /// hundredth, in seconds).
+        #[arg(long, value_enum, default_value = "full")]
+        size: SeedSize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SeedSize {
+    Full,
+    Small,
 }
 
 /// Start-up failures are printed as one line, never as a panic with a backtrace.
@@ -71,6 +84,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve => process::serve::NAME,
         Command::Worker => process::worker::NAME,
         Command::Migrate => process::migrate::NAME,
+        Command::Seed { .. } => process::seed::NAME,
     };
     let tracer = telemetry::init_telemetry(&LogConfig::from_source(&env)?, &instance.id, process)?;
     // Parse all configuration before starting the runtime: a bad variable fails in
@@ -88,6 +102,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Migrate => {
             let config = DatabaseConfig::from_source(&env)?;
             runtime.block_on(process::migrate::run(config))?;
+        }
+        Command::Seed { size } => {
+            let config = DatabaseConfig::from_source(&env)?;
+            let size = match size {
+                SeedSize::Full => process::seed::Size::FULL,
+                SeedSize::Small => process::seed::Size::SMALL,
+            };
+            runtime.block_on(process::seed::run(config, size))?;
         }
     }
     if let Some(tracer) = tracer {

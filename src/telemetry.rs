@@ -140,6 +140,14 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("the bucket list is not empty")
+            // Statements per request: a list should sit at a small constant.
+            .set_buckets_for_metric(
+                Matcher::Full("http_request_db_queries".into()),
+                &[
+                    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 50.0, 100.0,
+                ],
+            )
+            .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder is installed, which nothing in this crate does.

@@ -27,7 +27,8 @@ fn argon2() -> Argon2<'static> {
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| hash_sync("a password that no account has").expect("hashing works"));
 
-fn hash_sync(password: &str) -> anyhow::Result<String> {
+/// A hash made on the calling thread: for tools that run outside any request (the seed).
+pub fn hash_sync(password: &str) -> anyhow::Result<String> {
     // 16 random bytes from the OS (a v4 UUID is 122 of them), as the salt.
     let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
         .map_err(|e| anyhow::anyhow!("salt: {e}"))?;

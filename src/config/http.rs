@@ -5,6 +5,7 @@
 //! | `SCALEOUT_HTTP_ADDR` | `127.0.0.1:8080` | Address of the public API listener (containers use `0.0.0.0:8080`) |
 //! | `HTTP_REQUEST_TIMEOUT_MS` | `15000` | A request still running after this long is answered 503 |
 //! | `HTTP_BODY_LIMIT_BYTES` | `65536` | Largest request body (uploads excepted) accepted; larger ones get 413 |
+//! | `HTTP_QUERY_COUNT_HEADER` | `false` | Test-only: every response tells how many SQL statements it ran (`X-Db-Queries`) |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,6 +28,11 @@ pub const VARS: &[Var] = &[
         default: Fallback::Value("65536"),
         about: "Largest request body (uploads excepted) accepted; larger ones get 413",
     },
+    Var {
+        name: "HTTP_QUERY_COUNT_HEADER",
+        default: Fallback::Value("false"),
+        about: "Test-only: every response tells how many SQL statements it ran (`X-Db-Queries`)",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -34,6 +40,8 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
+    /// Whether responses carry `X-Db-Queries` (for tests; it tells a client about internals).
+    pub query_count_header: bool,
 }
 
 impl HttpConfig {
@@ -43,6 +51,7 @@ impl HttpConfig {
             addr: r.parse("SCALEOUT_HTTP_ADDR")?,
             request_timeout: r.duration("HTTP_REQUEST_TIMEOUT_MS", Duration::from_millis)?,
             body_limit_bytes: r.positive("HTTP_BODY_LIMIT_BYTES")? as usize,
+            query_count_header: r.parse("HTTP_QUERY_COUNT_HEADER")?,
         })
     }
 }

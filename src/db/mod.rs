@@ -297,7 +297,10 @@ impl Db {
         {
             return Some(lsn);
         }
-        let lsn = replay_position(&replica.pool).await.ok()?;
+        let lsn = replay_position(&replica.pool)
+            .instrument(timing::routing_span())
+            .await
+            .ok()?;
         if let Ok(mut cached) = replica.replayed.lock() {
             *cached = Some((Instant::now(), lsn));
         }

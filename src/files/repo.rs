@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::db::Write;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FileRow {
     pub id: Uuid,
     pub owner_id: Uuid,
@@ -188,6 +188,15 @@ pub async fn delete_abandoned(
     .await
 }
 
+/// Deletes the rows of `ids` (an organization's files, whose objects are already gone).
+#[tracing::instrument(skip_all)]
+pub async fn delete_many(write: &mut Write, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!("delete from files where id = any($1)", ids)
+        .execute(&mut **write)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Deletes up to `limit` of `owner`'s files; returns how many went (0: none left).
 #[tracing::instrument(skip_all)]
 pub async fn delete_batch_of_owner(
@@ -203,4 +212,77 @@ pub async fn delete_batch_of_owner(
     .execute(&mut **write)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Up to `limit` of organization `org`'s files, as (id, object key): for its deletion job.
+pub async fn object_keys_of_org(
+    db: impl PgExecutor<'_>,
+    org: Uuid,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as("select id, object_key from files where org_id = $1 limit $2")
+        .bind(org)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// A file managed through `/files`, with the organization it belongs to, if any.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UploadRow {
+    #[sqlx(flatten)]
+    pub file: FileRow,
+    pub org_id: Option<Uuid>,
+}
+
+/// File `id` managed through `/files`, whoever owns it: the caller decides who may see it
+/// (its owner, or a member of its organization).
+#[tracing::instrument(skip_all, fields(file = %id))]
+pub async fn find_upload(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<UploadRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
+                upload_expires_at, created_at, updated_at, org_id
+           from files
+          where id = $1 and purpose = 'upload'",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Puts file `id` in organization `org` (its members read it, its admins delete it).
+#[tracing::instrument(skip_all, fields(file = %id))]
+pub async fn set_org(write: &mut Write, id: Uuid, org: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update files set org_id = $2 where id = $1")
+        .bind(id)
+        .bind(org)
+        .execute(&mut **write)
+        .await?;
+    Ok(())
+}
+
+/// A page of organization `org`'s files, newest first, older than `before`.
+#[tracing::instrument(skip_all)]
+pub async fn list_of_org(
+    db: impl PgExecutor<'_>,
+    org: Uuid,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<FileRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, owner_id, object_key, name, size_bytes, content_type, sha256, status,
+                upload_expires_at, created_at, updated_at
+           from files
+          where org_id = $1 and purpose = 'upload' and id < coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff')
+          order by id desc
+          limit $3",
+    )
+    .bind(org)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

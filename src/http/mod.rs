@@ -17,7 +17,9 @@ pub mod json;
 pub mod limits;
 pub mod middleware;
 pub mod openapi;
+pub mod page;
 pub mod path;
+pub mod query_count;
 pub mod routes;
 
 use std::sync::Arc;
@@ -82,6 +84,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(routes::recovery::router())
         .merge(routes::files::router(&config.files))
         .merge(routes::jobs::router())
+        .merge(routes::workspace::router())
         .layer(defaults.clone())
         .merge(routes::files::uploads(&config.files))
         // Inside the session: a key belongs to the caller.
@@ -127,6 +130,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.http.query_count_header,
+            query_count::count,
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(

@@ -77,6 +77,7 @@ impl DeleteAccount {
             }
             rows += files + emails;
         }
+        super::delete_org::leave_all(ctx, user).await?;
         let mut write = db.begin(Writer::System).await?;
         accounts::repo::delete_marked(&mut write, user).await?;
         write.commit().await?;

@@ -21,6 +21,8 @@
 
 pub mod canary;
 pub mod delete_account;
+pub mod delete_org;
+pub mod invitation_email;
 pub mod password_reset_email;
 pub mod prune_jobs;
 pub mod purge_uploads;
@@ -55,11 +57,13 @@ pub enum Job {
     Canary(canary::Canary),
     VerificationEmail(verification_email::VerificationEmail),
     PasswordResetEmail(password_reset_email::PasswordResetEmail),
+    DeleteOrg(delete_org::DeleteOrg),
+    InvitationEmail(invitation_email::InvitationEmail),
 }
 
 impl Job {
     /// Every `kind`, for metrics that should exist before the first job of a kind.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 10] = [
         "delete_account",
         "welcome_email",
         "make_thumbnail",
@@ -68,6 +72,8 @@ impl Job {
         "canary",
         "verification_email",
         "password_reset_email",
+        "delete_org",
+        "invitation_email",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -80,6 +86,8 @@ impl Job {
             Self::Canary(_) => "canary",
             Self::VerificationEmail(_) => "verification_email",
             Self::PasswordResetEmail(_) => "password_reset_email",
+            Self::DeleteOrg(_) => "delete_org",
+            Self::InvitationEmail(_) => "invitation_email",
         }
     }
 
@@ -94,6 +102,9 @@ impl Job {
             Self::Canary(c) => c.max_attempts,
             // Like the welcome email: a few minutes of retries, then kept as failed.
             Self::VerificationEmail(_) | Self::PasswordResetEmail(_) => 5,
+            // Like an account's deletion: it must not give up easily.
+            Self::DeleteOrg(_) => 25,
+            Self::InvitationEmail(_) => 5,
         }
     }
 }

@@ -66,6 +66,8 @@ impl Job {
             Self::Canary(job) => job.run(ctx).await,
             Self::VerificationEmail(job) => job.run(ctx).await,
             Self::PasswordResetEmail(job) => job.run(ctx).await,
+            Self::DeleteOrg(job) => job.run(ctx).await,
+            Self::InvitationEmail(job) => job.run(ctx).await,
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 pub mod internal;
 pub mod migrate;
+pub mod seed;
 pub mod serve;
 pub mod worker;
 

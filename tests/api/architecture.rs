@@ -142,7 +142,7 @@ fn only_the_processes_use_http_and_nothing_uses_the_processes() {
         "error",
     ] {
         let reached = reachable(&graph, lower);
-        for domain in ["accounts", "files", "jobs", "app"] {
+        for domain in ["accounts", "files", "jobs", "workspace", "app"] {
             assert!(
                 !reached.contains(domain),
                 "{lower} depends on the domain module {domain}: {reached:?}"

@@ -341,8 +341,8 @@ async fn the_listing_pages_through_the_callers_files_newest_first() {
         for item in page["items"].as_array().expect("items") {
             seen.push(item["id"].as_str().expect("an id").to_owned());
         }
-        match page["next"].as_str() {
-            Some(next) => path = format!("/files?limit=2&before={next}"),
+        match page["next_cursor"].as_str() {
+            Some(next) => path = format!("/files?limit=2&cursor={next}"),
             None => break,
         }
     }
@@ -413,13 +413,13 @@ async fn malformed_file_requests_get_a_problem_and_change_nothing() {
         ),
         (
             "a cursor that is not one",
-            api.request(Method::GET, "/files?before=yesterday"),
+            api.request(Method::GET, "/files?cursor=yesterday"),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             "a limit that is not a number",
             api.request(Method::GET, "/files?limit=ten"),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             "a malformed id",

@@ -38,3 +38,6 @@ mod topology_traces;
 mod topology_worker_restarts;
 pub mod traces;
 mod validation;
+mod workspace;
+mod workspace_invitations;
+mod workspace_queries;

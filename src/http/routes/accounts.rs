@@ -550,7 +550,7 @@ pub struct Accepted {
         JsonBody,
         NoSession,
         (status = 403, description = "Wrong password, or a cross-site request", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The deletion is already under way", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The deletion is already under way, or the account is the only owner of organizations with other members (named in `detail`)", body = Problem, content_type = "application/problem+json"),
         InvalidFields,
         (status = 429, description = "Too many failed password checks; see Retry-After",
             body = Problem, content_type = "application/problem+json",
@@ -578,6 +578,20 @@ async fn delete_me(
             kind: "wrong-password",
             detail: "the password is not correct".into(),
         });
+    }
+    // An organization must keep an owner: its only owner deletes the account after handing
+    // ownership over (organizations where the account is alone go with it).
+    let standing = crate::workspace::members::standing_of(state.db.read_primary(), user.id).await?;
+    let held: Vec<&str> = standing
+        .iter()
+        .filter(|s| s.only_owner && !s.alone)
+        .map(|s| s.slug.as_str())
+        .collect();
+    if !held.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "the account is the only owner of organizations with other members: {}; make another member owner first",
+            held.join(", ")
+        )));
     }
     // The mark and the job commit together: a marked account always has its deletion job.
     let mut write = state.db.begin(user.writer()).await?;

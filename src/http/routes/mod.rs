@@ -6,3 +6,4 @@ pub mod accounts;
 pub mod files;
 pub mod jobs;
 pub mod recovery;
+pub mod workspace;

@@ -3,48 +3,135 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{FileMeta, TAG, find_owned, redirect_to};
+use super::{FileMeta, TAG, redirect_to};
 use crate::accounts::AuthUser;
 use crate::app::AppState;
-use crate::error::responses::{CrossSite, NoSession, Unavailable};
+use crate::db::Write;
+use crate::error::responses::{NoSession, RoleTooLow, Unavailable};
 use crate::error::{ApiError, Problem};
 use crate::files::repo;
+use crate::http::page::{self, Page};
 use crate::http::path::PathId;
+use crate::workspace::{Role, members};
 
-#[derive(Debug, Deserialize, IntoParams)]
+crate::page_of!(FilePage, FileMeta, "A page of files, newest first.");
+
+/// `?limit=&cursor=` (see `http::page`), and `org_id` for an organization's files.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// Page size, 1 to 100.
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<i64>,
-    /// The `next` cursor of the previous page.
+pub struct FilesQuery {
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    /// `next_cursor` of the previous page; absent for the first page.
+    #[param(pattern = "^[0-9a-f]{48}$")]
+    cursor: Option<String>,
+    /// The organization whose files to list (the caller must be a member); the caller's own
+    /// files when absent.
     #[param(value_type = Option<Uuid>)]
-    before: Option<String>,
+    org_id: Option<String>,
 }
 
-/// A page of files, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FilePage {
-    pub items: Vec<FileMeta>,
-    /// Pass as `before` for the next page; null on the last page.
-    pub next: Option<Uuid>,
+/// `?org_id=`: the organization a new file belongs to.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct OrgQuery {
+    /// The organization the file belongs to: every member reads it, admins delete it.
+    #[param(value_type = Option<Uuid>)]
+    org_id: Option<String>,
 }
 
-/// The caller's files, newest first, keyset-paginated.
+fn parse_org(org: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    org.map(|o| {
+        o.parse()
+            .map_err(|_| ApiError::invalid("org_id", "is not an organization id"))
+    })
+    .transpose()
+}
+
+fn forbidden(needed: Role) -> ApiError {
+    ApiError::Forbidden {
+        kind: "insufficient-role",
+        detail: format!("this needs the role {} or higher", needed.as_str()),
+    }
+}
+
+/// The organization an upload goes to, after checking the caller may add files to it
+/// (member or above; a non-member gets the 404 of an unknown organization).
+pub(super) async fn org_for_upload(
+    state: &AppState,
+    user: AuthUser,
+    query: Result<Query<OrgQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Option<Uuid>, ApiError> {
+    let Query(query) = query.map_err(|e| page::query_rejection(&e))?;
+    let Some(org) = parse_org(query.org_id.as_deref())? else {
+        return Ok(None);
+    };
+    let role = state
+        .db
+        .read(&user.caller(), |db| async move {
+            members::role_of(&db, org, user.id).await
+        })
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !role.at_least(Role::Member) {
+        return Err(forbidden(Role::Member));
+    }
+    Ok(Some(org))
+}
+
+/// Puts the new file `id` in `org`, checking the caller's role again inside the write (with
+/// the membership locked).
+pub(super) async fn attach_to_org(
+    write: &mut Write,
+    user: AuthUser,
+    id: Uuid,
+    org: Uuid,
+) -> Result<(), ApiError> {
+    match members::role_of_locked(write, org, user.id).await? {
+        None => Err(ApiError::NotFound),
+        Some(role) if !role.at_least(Role::Member) => Err(forbidden(Role::Member)),
+        Some(_) => Ok(repo::set_org(write, id, org).await?),
+    }
+}
+
+/// File `id` if the caller may see it: their own, or one of an organization they belong to
+/// (with their role there). Anyone else gets the 404 of a missing file.
+async fn find_visible(
+    state: &AppState,
+    user: AuthUser,
+    id: Uuid,
+) -> Result<(repo::FileRow, Option<Role>), ApiError> {
+    state
+        .db
+        .read(&user.caller(), |db| async move {
+            let Some(row) = repo::find_upload(&db, id).await? else {
+                return Ok(None);
+            };
+            let role = match row.org_id {
+                Some(org) => members::role_of(&db, org, user.id).await?,
+                None => None,
+            };
+            Ok((row.file.owner_id == user.id || role.is_some()).then_some((row.file, role)))
+        })
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// The caller's files, newest first, keyset-paginated (see `http::page`).
 #[utoipa::path(
     get, path = "/files", tag = TAG,
     security(("session" = [])),
-    params(ListParams),
+    params(FilesQuery),
     responses(
-        (status = 200, description = "A page of the caller's files", body = FilePage),
-        (status = 400, description = "Unreadable query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of the caller's files, or of the organization's", body = FilePage),
         NoSession,
-        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such organization of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit, cursor or organization id", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
 )]
@@ -52,40 +139,35 @@ pub struct FilePage {
 pub(super) async fn list_files(
     State(state): State<AppState>,
     user: AuthUser,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<FilesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<FilePage>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest {
-        kind: "malformed-query",
-        detail: e.body_text(),
-    })?;
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 100"));
-    }
-    let before = match params.before.as_deref() {
-        None => None,
-        Some(cursor) => Some(
-            Uuid::parse_str(cursor)
-                .map_err(|_| ApiError::invalid("before", "is not a cursor from a previous page"))?,
-        ),
-    };
-    // One more than asked: whether it exists says whether there is a next page.
-    let mut rows = state
+    let Query(params) = params.map_err(|e| page::query_rejection(&e))?;
+    let page = Page::parse(params.limit.as_deref(), params.cursor.as_deref())?;
+    let org = parse_org(params.org_id.as_deref())?;
+    let rows = state
         .db
         .read(&user.caller(), |db| async move {
-            repo::list_owned(&db, user.id, before, limit + 1).await
+            match org {
+                None => repo::list_owned(&db, user.id, page.after, page.fetch())
+                    .await
+                    .map(Some),
+                Some(org) => {
+                    if members::role_of(&db, org, user.id).await?.is_none() {
+                        return Ok(None);
+                    }
+                    repo::list_of_org(&db, org, page.after, page.fetch())
+                        .await
+                        .map(Some)
+                }
+            }
         })
-        .await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|f| f.id)
-    } else {
-        None
-    };
-    Ok(axum::Json(FilePage {
-        items: rows.into_iter().map(FileMeta::from).collect(),
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let (rows, next) = page.finish(rows, |f| f.id);
+    Ok(axum::Json(FilePage::new(
+        rows.into_iter().map(FileMeta::from).collect(),
         next,
-    }))
+    )))
 }
 
 /// A file's metadata.
@@ -106,7 +188,7 @@ pub(super) async fn get_file(
     user: AuthUser,
     PathId(id): PathId<Uuid>,
 ) -> Result<axum::Json<FileMeta>, ApiError> {
-    Ok(axum::Json(find_owned(&state, user, id).await?.into()))
+    Ok(axum::Json(find_visible(&state, user, id).await?.0.into()))
 }
 
 /// Download: a redirect to a short-lived presigned URL, so the bytes never pass through an
@@ -130,7 +212,7 @@ pub(super) async fn download(
     user: AuthUser,
     PathId(id): PathId<Uuid>,
 ) -> Result<Response, ApiError> {
-    let file = find_owned(&state, user, id).await?;
+    let (file, _) = find_visible(&state, user, id).await?;
     if file.status != "available" {
         return Err(ApiError::Conflict(
             "the upload has not been completed".into(),
@@ -167,8 +249,8 @@ pub(super) fn content_disposition(name: Option<&str>) -> String {
     responses(
         (status = 204, description = "Deleted"),
         NoSession,
-        CrossSite,
-        (status = 404, description = "No such file of the caller's", body = Problem, content_type = "application/problem+json"),
+        RoleTooLow,
+        (status = 404, description = "No such file of the caller's or of their organizations", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A dependency is unavailable; nothing was deleted", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -178,7 +260,11 @@ pub(super) async fn delete_file(
     user: AuthUser,
     PathId(id): PathId<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let file = find_owned(&state, user, id).await?;
+    // Its owner deletes a file; so do an organization's admins, for the organization's files.
+    let (file, role) = find_visible(&state, user, id).await?;
+    if file.owner_id != user.id && !role.is_some_and(|r| r.at_least(Role::Admin)) {
+        return Err(forbidden(Role::Admin));
+    }
     // Object first: if storage is down the row stays and the client can retry; the reverse
     // order would leave an object no row points to.
     state.storage.delete_object(&file.object_key).await?;

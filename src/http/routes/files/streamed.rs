@@ -1,7 +1,7 @@
 //! `POST /files`: a file streamed through the instance to object storage as it arrives.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::OwnedSemaphorePermit;
@@ -12,7 +12,7 @@ use super::framing::{FramingLimits, Guarded};
 use super::{FileMeta, TAG, discard_object};
 use crate::accounts::AuthUser;
 use crate::app::AppState;
-use crate::error::responses::{CrossSite, NoSession};
+use crate::error::responses::{NoSession, NotInOrg, RoleTooLow};
 use crate::error::{ApiError, Problem};
 use crate::files::upload::{self, Rules};
 use crate::files::{object_key, repo};
@@ -127,12 +127,14 @@ impl UploadBody {
 #[utoipa::path(
     post, path = "/files", tag = TAG,
     security(("session" = [])),
+    params(super::owned::OrgQuery),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored; the file's metadata", body = FileMeta),
         (status = 400, description = "Broken multipart body, or one past the framing bounds (preamble, part headers, number of parts)", body = Problem, content_type = "application/problem+json"),
         NoSession,
-        CrossSite,
+        RoleTooLow,
+        NotInOrg,
         (status = 413, description = "Larger than UPLOAD_MAX_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart, or the content is not an allowed type (or not the declared one)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No part named file, or an empty file", body = Problem, content_type = "application/problem+json"),
@@ -143,8 +145,12 @@ impl UploadBody {
 pub(super) async fn upload_file(
     State(state): State<AppState>,
     user: AuthUser,
+    org: Result<Query<super::owned::OrgQuery>, axum::extract::rejection::QueryRejection>,
     body: UploadBody,
 ) -> Result<Response, ApiError> {
+    // A file of an organization: its members (not viewers) add them. Checked before any byte
+    // is stored, and again in the write.
+    let org = super::owned::org_for_upload(&state, user, org).await?;
     let id = Uuid::now_v7();
     let key = object_key::file(user.id, id);
     let files = &state.config.files;
@@ -155,8 +161,11 @@ pub(super) async fn upload_file(
     let recorded = async {
         let mut write = state.db.begin(user.writer()).await?;
         let file = repo::insert(&mut write, &new).await?;
+        if let (Some(org), Some(_)) = (org, &file) {
+            super::owned::attach_to_org(&mut write, user, id, org).await?;
+        }
         write.commit().await?;
-        Ok::<_, sqlx::Error>(file)
+        Ok::<_, ApiError>(file)
     };
     let file = match recorded.await {
         Ok(Some(file)) => file,
@@ -168,7 +177,7 @@ pub(super) async fn upload_file(
         Err(e) => {
             // Unrecorded, the object would be an orphan nobody can reach.
             discard_object(&state, &key).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     Ok((StatusCode::CREATED, axum::Json(FileMeta::from(file))).into_response())
