@@ -32,7 +32,9 @@ impl PasswordResetEmail {
             tracing::info!("no account may recover with this address; nothing to send");
             return Ok(());
         };
-        let mut write = db.begin(Writer::User(user)).await?;
+        // A system write: the account never reads its tokens back, so there is no read of
+        // its own to keep on the primary (a user write would pin its reads there for nothing).
+        let mut write = db.begin(Writer::System).await?;
         let token =
             recovery::issue(&mut write, user, &address, recovery::Purpose::PasswordReset).await?;
         write.commit().await?;
