@@ -106,20 +106,31 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Task>, sqlx::Error> {
+    // One statement per combination of filters, not `($n is null or ...)`: a prepared
+    // statement's generic plan cannot drop a condition it does not know is void, and then
+    // walks the project's whole index instead of the filter's own.
+    let status = if filter.status.is_some() {
+        "and t.status = $5"
+    } else {
+        "and $5::text is null"
+    };
+    let assignee = if filter.assignee.is_some() {
+        "and t.assignee_id = $6"
+    } else {
+        "and $6::uuid is null"
+    };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT}
-          where t.org_id = $1 and t.project_id = $2
-            and ($3::text is null or t.status = $3)
-            and ($4::uuid is null or t.assignee_id = $4)
-            and t.id > coalesce($5::uuid, '00000000-0000-0000-0000-000000000000')
-          order by t.project_id, t.id limit $6"
+          where t.org_id = $1 and t.project_id = $2 {status} {assignee}
+            and t.id > coalesce($3::uuid, '00000000-0000-0000-0000-000000000000')
+          order by t.project_id, t.id limit $4"
     )))
     .bind(org)
     .bind(project)
-    .bind(filter.status)
-    .bind(filter.assignee)
     .bind(after)
     .bind(limit)
+    .bind(filter.status)
+    .bind(filter.assignee)
     .fetch_all(db)
     .await
 }
