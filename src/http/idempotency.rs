@@ -67,7 +67,18 @@ pub const KEPT_HEADERS: [&str; 5] = [
     "cache-control",
 ];
 
-const RUNNING: &[u8] = b"running";
+/// A "running" marker is this prefix and the claim's own random token: only the request that
+/// set the marker may replace or remove it (a marker that expired and was claimed again by a
+/// retry is not the first request's to touch).
+const RUNNING: &[u8] = b"running:";
+
+/// KEYS: the key. ARGV: the claim's marker, then (to keep an answer) the value and its
+/// lifetime in ms. Deletes the key, or sets the value, only while the marker is still there.
+const IF_STILL_CLAIMED: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('DEL', KEYS[1]) end
+return 1
+";
 
 /// The Redis key of `key` for `scope` (`user:{id}` or `address:{ip}`). The client's key is
 /// hashed: any length and any character it may hold make one short, safe Redis key.
@@ -140,14 +151,19 @@ async fn keyed(
 
     // The marker is set, or the key is taken: by a request still running, or by a kept
     // answer. (A key expiring between the two steps is tried again.)
+    let marker = [
+        RUNNING,
+        uuid::Uuid::new_v4().simple().to_string().as_bytes(),
+    ]
+    .concat();
     let mut claimed = false;
     for _ in 0..3 {
-        if claim(redis, &redis_key, idem.running_for).await? {
+        if claim(redis, &redis_key, &marker, idem.running_for).await? {
             claimed = true;
             break;
         }
         match fetch(redis, &redis_key).await? {
-            Some(record) if record == RUNNING => break,
+            Some(record) if record.starts_with(RUNNING) => break,
             Some(record) => {
                 let request = Request::from_parts(parts, body);
                 return replay(&record, fingerprint, request).await;
@@ -169,6 +185,7 @@ async fn keyed(
     let mut claimed = Claimed {
         redis: redis.clone(),
         key: redis_key,
+        marker,
         armed: true,
     };
     let hashing = HashingBody::new(body, fingerprint);
@@ -262,13 +279,18 @@ async fn replay(
     Ok(response)
 }
 
-async fn claim(redis: &RedisClient, key: &str, running_for: Duration) -> Result<bool, Response> {
+async fn claim(
+    redis: &RedisClient,
+    key: &str,
+    marker: &[u8],
+    running_for: Duration,
+) -> Result<bool, Response> {
     let mut conn = redis.conn().await.map_err(unavailable)?;
     let set: Option<String> = redis
         .bounded(
             redis::cmd("SET")
                 .arg(key)
-                .arg(RUNNING)
+                .arg(marker)
                 .arg("NX")
                 .arg("PX")
                 .arg(running_for.as_millis() as u64)
@@ -297,13 +319,14 @@ fn unavailable(e: crate::redis_client::RedisError) -> Response {
 struct Claimed {
     redis: RedisClient,
     key: String,
+    marker: Vec<u8>,
     armed: bool,
 }
 
 impl Claimed {
     async fn release(&mut self) {
         self.armed = false;
-        if let Err(e) = delete(&self.redis, &self.key).await {
+        if let Err(e) = release(&self.redis, &self.key, &self.marker).await {
             tracing::warn!(error = %e, "could not release an idempotency key; it expires");
         }
     }
@@ -315,12 +338,12 @@ impl Claimed {
             let mut conn = self.redis.conn().await?;
             self.redis
                 .bounded(
-                    redis::cmd("SET")
-                        .arg(&self.key)
+                    redis::Script::new(IF_STILL_CLAIMED)
+                        .key(&self.key)
+                        .arg(&self.marker)
                         .arg(value)
-                        .arg("PX")
                         .arg(KEPT_FOR.as_millis() as u64)
-                        .query_async::<()>(&mut conn),
+                        .invoke_async::<i64>(&mut conn),
                 )
                 .await
         };
@@ -336,18 +359,30 @@ impl Drop for Claimed {
     fn drop(&mut self) {
         if self.armed {
             let (redis, key) = (self.redis.clone(), std::mem::take(&mut self.key));
+            let marker = std::mem::take(&mut self.marker);
             tokio::spawn(async move {
-                let _ = delete(&redis, &key).await;
+                let _ = release(&redis, &key, &marker).await;
             });
         }
     }
 }
 
-async fn delete(redis: &RedisClient, key: &str) -> Result<(), crate::redis_client::RedisError> {
+/// Removes the marker, if it is still this claim's.
+async fn release(
+    redis: &RedisClient,
+    key: &str,
+    marker: &[u8],
+) -> Result<(), crate::redis_client::RedisError> {
     let mut conn = redis.conn().await?;
     redis
-        .bounded(redis::cmd("DEL").arg(key).query_async::<()>(&mut conn))
-        .await
+        .bounded(
+            redis::Script::new(IF_STILL_CLAIMED)
+                .key(key)
+                .arg(marker)
+                .invoke_async::<i64>(&mut conn),
+        )
+        .await?;
+    Ok(())
 }
 
 /// A kept answer: its request's fingerprint, status and kept headers. Stored as a 4-byte
@@ -463,7 +498,7 @@ mod tests {
         assert_eq!(back.headers, record.headers);
         assert_eq!(body, b"{\"id\":1}\n\0binary");
         assert!(Record::decode(b"\0\0\0\x09{}").is_none());
-        assert!(Record::decode(RUNNING).is_none());
+        assert!(Record::decode(b"running:0123456789abcdef0123456789abcdef").is_none());
     }
 
     #[test]
