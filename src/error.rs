@@ -418,8 +418,21 @@ const INVALID_REFERENCES: &[(&str, &str, &str)] = &[(
     "is not a member of the organization",
 )];
 
+/// References whose violation means the parent in the request's path was deleted while the
+/// request ran (a task created in a project deleted meanwhile): the same 404 the request would
+/// have met a moment later.
+const VANISHED_PARENTS: &[&str] = &["tasks_project_fkey"];
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_foreign_key_violation()
+            && db
+                .constraint()
+                .is_some_and(|c| VANISHED_PARENTS.contains(&c))
+        {
+            return Self::NotFound;
+        }
         if let sqlx::Error::Database(db) = &e
             && let Some(constraint) = db.constraint()
             && let Some((_, detail)) = CONFLICTS.iter().find(|(name, _)| *name == constraint)

@@ -56,7 +56,7 @@ pub async fn role_of_locked(
     let role: Option<String> = sqlx::query_scalar(
         "select m.role from memberships m join organizations o on o.id = m.org_id
           where m.org_id = $1 and m.user_id = $2 and o.deletion_requested_at is null
-            for share of m",
+            for share of m, o",
     )
     .bind(org)
     .bind(user)

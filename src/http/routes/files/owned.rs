@@ -116,7 +116,13 @@ async fn find_visible(
                 Some(org) => members::role_of(&db, org, user.id).await?,
                 None => None,
             };
-            Ok((row.file.owner_id == user.id || role.is_some()).then_some((row.file, role)))
+            // An organization's file is the organization's: whoever uploaded it loses it with
+            // their membership.
+            let visible = match row.org_id {
+                Some(_) => role.is_some(),
+                None => row.file.owner_id == user.id,
+            };
+            Ok(visible.then_some((row.file, role)))
         })
         .await?
         .ok_or(ApiError::NotFound)

@@ -93,13 +93,36 @@ impl OrgAccess {
 
     /// A unit of work for the caller, after checking again, with the membership locked, that
     /// they still hold at least `needed` in the organization.
+    /// (The organization's row is share-locked too: its deletion waits for writes in flight,
+    /// and writes that come after it see it marked.)
     pub async fn begin(&self, state: &AppState, needed: Role) -> Result<Write, ApiError> {
         self.require(needed)?;
         let mut write = state.db.begin(self.user.writer()).await?;
-        match members::role_of_locked(&mut write, self.org, self.user.id).await? {
+        self.recheck(&mut write, needed).await?;
+        Ok(write)
+    }
+
+    /// Like [`begin`](Self::begin), for changes to memberships that may touch owners: the
+    /// owners' rows are locked first, in one order (two owners changing members at once queue
+    /// instead of deadlocking), and the answer carries the caller's role as locked now (not
+    /// as read before, which a concurrent demotion may have made stale) and the owner count.
+    pub async fn begin_member_change(
+        &self,
+        state: &AppState,
+        needed: Role,
+    ) -> Result<(Write, Role, i64), ApiError> {
+        self.require(needed)?;
+        let mut write = state.db.begin(self.user.writer()).await?;
+        let owners = members::lock_owners(&mut write, self.org).await?;
+        let role = self.recheck(&mut write, needed).await?;
+        Ok((write, role, owners))
+    }
+
+    async fn recheck(&self, write: &mut Write, needed: Role) -> Result<Role, ApiError> {
+        match members::role_of_locked(write, self.org, self.user.id).await? {
             None => Err(ApiError::NotFound),
             Some(role) if !role.at_least(needed) => Err(forbidden(needed)),
-            Some(_) => Ok(write),
+            Some(role) => Ok(role),
         }
     }
 }

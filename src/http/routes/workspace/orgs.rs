@@ -401,13 +401,12 @@ async fn update_member(
     AppJson(body): AppJson<UpdateMemberRequest>,
 ) -> Result<axum::Json<MemberView>, ApiError> {
     let target = access.id("user_id")?;
-    let mut write = access.begin(&state, Role::Admin).await?;
-    let owners = members::lock_owners(&mut write, access.org).await?;
+    let (mut write, caller, owners) = access.begin_member_change(&state, Role::Admin).await?;
     let current = members::find(&mut *write, access.org, target)
         .await?
         .ok_or(ApiError::NotFound)?
         .role();
-    if (current == Role::Owner || body.role == Role::Owner) && access.role != Role::Owner {
+    if (current == Role::Owner || body.role == Role::Owner) && caller != Role::Owner {
         return Err(forbidden(Role::Owner));
     }
     if current == Role::Owner && body.role != Role::Owner && owners <= 1 {
@@ -455,13 +454,12 @@ async fn remove_member(
     let target = access.id("user_id")?;
     let leaving = target == access.user.id;
     let needed = if leaving { Role::Viewer } else { Role::Admin };
-    let mut write = access.begin(&state, needed).await?;
-    let owners = members::lock_owners(&mut write, access.org).await?;
+    let (mut write, caller, owners) = access.begin_member_change(&state, needed).await?;
     let current = members::find(&mut *write, access.org, target)
         .await?
         .ok_or(ApiError::NotFound)?
         .role();
-    if current == Role::Owner && !leaving && access.role != Role::Owner {
+    if current == Role::Owner && !leaving && caller != Role::Owner {
         return Err(forbidden(Role::Owner));
     }
     if current == Role::Owner && owners <= 1 {
