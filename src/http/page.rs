@@ -13,8 +13,9 @@
 //! feed page into a scan of other tenants' rows.
 //!
 //! The cursor is the last id of the page with a check value, hex-encoded: a client cannot
-//! read meaning into it, and a cursor that was edited, cut or made up is refused (422 naming
-//! `cursor`) instead of silently starting somewhere else. It grants nothing: every list query
+//! read meaning into it, and a cursor that was edited, cut or garbled is refused (422 naming
+//! `cursor`) instead of silently starting somewhere else. The check is unkeyed (a client
+//! could build a well-formed cursor), which grants nothing: every list query
 //! is still scoped by the caller and the organization.
 
 use serde::Deserialize;
