@@ -101,14 +101,13 @@ impl Page {
     }
 }
 
-/// A query string that cannot be read at all (an unknown or repeated parameter): 400. The
-/// parameters themselves are read as text and checked one by one, so a bad value is a 422
-/// naming it.
+/// A query string that cannot be read as the list's parameters (an unknown or repeated one):
+/// 422 naming `query`, like any other parameter the list refuses (the parameters themselves
+/// are read as text and checked one by one, so a bad value is a 422 naming it). An unknown
+/// parameter is refused rather than ignored: `?before=` from an older client must not
+/// silently answer the first page.
 pub fn query_rejection(e: &axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::BadRequest {
-        kind: "malformed-query",
-        detail: e.body_text(),
-    }
+    ApiError::invalid("query", &e.body_text())
 }
 
 fn check(id: &Uuid) -> [u8; CHECK_BYTES] {
