@@ -693,6 +693,7 @@ async fn update_me(
         JsonBody,
         NoSession,
         (status = 403, description = "Wrong current password, or a cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The password changed meanwhile (a reset, another device); this session has ended", body = Problem, content_type = "application/problem+json"),
         InvalidFields,
         (status = 429, description = "Too many failed password checks; see Retry-After",
             body = Problem, content_type = "application/problem+json",
@@ -722,17 +723,27 @@ async fn change_password(
         });
     }
     let hash = state.passwords.hash(body.new_password).await?;
+    // This session continues under a new id and the version this change gives the password,
+    // saved before the transaction opens, so no connection or row lock waits on Redis. If Redis
+    // fails, nothing has changed and the answer is a 503 (this session has ended, the safe way
+    // to fail). After the commit nothing can fail the answer: the change is made.
+    let version = current.password_version + 1;
+    state.sessions.start(&session, user.id, version).await?;
     let mut write = state.db.begin(user.writer()).await?;
-    let version = repo::set_password(&mut write, user.id, &hash)
+    let set = repo::set_password(&mut write, user.id, &hash)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
+    if set != version {
+        // Another change (a reset, another device) came first: this one is not made, and the
+        // session started for it would hold that other change's version, so it ends.
+        drop(write);
+        state.sessions.end(&session, user.id).await?;
+        return Err(ApiError::Conflict(
+            "the password changed meanwhile; log in again".into(),
+        ));
+    }
     // A reset link sent before the change must not undo it.
     recovery::revoke(&mut write, user.id, Purpose::PasswordReset).await?;
-    // This session continues under a new id and the new version, saved before the commit (a
-    // few bounded Redis commands inside the transaction): if Redis fails, the change rolls
-    // back and the answer is a 503 with nothing changed (this session has ended, which is the
-    // safe way to fail). After the commit nothing can fail the answer: the change is made.
-    state.sessions.start(&session, user.id, version).await?;
     write.commit().await?;
     // The other sessions are stale from the commit on (their version is older); these two
     // steps make that immediate (the cached version) and tidy (the records). If Redis fails
