@@ -7,7 +7,11 @@ pub use crate::accounts::validate::{email, name};
 pub const SLUG_MAX: usize = 40;
 pub const TITLE_MAX: usize = 200;
 pub const PROJECT_DESCRIPTION_MAX: usize = 2000;
-pub const TEXT_MAX: usize = 10_000;
+/// Task descriptions and comments. Small enough that the longest such text, JSON-escaped at
+/// its worst (12 bytes a character, `\uXXXX\uXXXX`), still fits the 64 KiB body limit of
+/// JSON routes: a text too long is then a 422 naming its field, never a 413. (The tables allow
+/// 10,000 characters, room for raising this without a migration.)
+pub const TEXT_MAX: usize = 4_000;
 
 /// The rule of [`slug`] as the document's `pattern`.
 pub const SLUG_PATTERN: &str = "^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$";

@@ -409,7 +409,7 @@ pub struct CreateTaskRequest {
     #[serde(default, deserialize_with = "json::non_null")]
     #[schema(
         nullable = false,
-        max_length = 10000,
+        max_length = 4000,
         pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
     )]
     pub description: Option<String>,
@@ -456,7 +456,7 @@ pub struct UpdateTaskRequest {
     #[serde(default, deserialize_with = "json::non_null")]
     #[schema(
         nullable = false,
-        max_length = 10000,
+        max_length = 4000,
         pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
     )]
     pub description: Option<String>,
@@ -814,7 +814,7 @@ pub struct CreateCommentRequest {
     /// Not blank; line breaks allowed.
     #[schema(
         min_length = 1,
-        max_length = 10000,
+        max_length = 4000,
         pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
     )]
     pub body: String,
