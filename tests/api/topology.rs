@@ -119,7 +119,11 @@ async fn ready_names_a_stopped_dependency(
         StatusCode::OK,
         "liveness does not depend on {dependency}"
     );
-    wait_until_ready(instance, &format!("ready again after {service} restarts")).await;
+    // Every instance, not only the one asked: each holds its own connections to the restarted
+    // service, and a later test must not meet a stale one on another instance.
+    for instance in instance_urls() {
+        wait_until_ready(&instance, &format!("ready again after {service} restarts")).await;
+    }
 }
 
 /// Reads fall back to the primary, so a replica outage is reported but keeps the instance
