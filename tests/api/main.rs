@@ -15,6 +15,7 @@ mod edge;
 mod file_lifecycle;
 mod files;
 mod health;
+mod http_caching;
 mod idempotency;
 mod job_effects;
 mod jobs;
