@@ -29,6 +29,7 @@ mod replication;
 mod sessions;
 mod topology;
 mod topology_delivery;
+mod topology_edge_cache;
 mod topology_files;
 mod topology_jobs;
 mod topology_limits;
