@@ -27,10 +27,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
-use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
-use tower_http::compression::{CompressionLayer, CompressionLevel};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 
 use crate::error::ApiError;
 
@@ -79,7 +79,10 @@ pub fn tag_of(bytes: &[u8]) -> String {
 pub fn tagged_json<T: Serialize>(value: &T) -> Result<Response, ApiError> {
     let (bytes, tag) = json_and_tag(value)?;
     let mut response = (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         bytes,
     )
         .into_response();
@@ -122,10 +125,7 @@ fn core(tag: &str) -> &str {
     let tag = tag.strip_prefix("W/").unwrap_or(tag);
     let inner = tag.trim_matches('"');
     for coding in CODINGS {
-        if let Some(base) = inner
-            .strip_suffix(coding)
-            .and_then(|b| b.strip_suffix('-'))
-        {
+        if let Some(base) = inner.strip_suffix(coding).and_then(|b| b.strip_suffix('-')) {
             return base;
         }
     }
@@ -220,10 +220,9 @@ pub async fn conditional(request: Request, next: Next) -> Response {
     };
     // Whether the body may differ by coding: a cache must key it by Accept-Encoding too.
     if !response.headers().contains_key(header::VARY) {
-        response.headers_mut().insert(
-            header::VARY,
-            HeaderValue::from_static("accept-encoding"),
-        );
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
     let Some(tags) = if_none_match else {
         return response;

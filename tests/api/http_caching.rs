@@ -39,7 +39,10 @@ async fn a_get_carries_an_etag_and_if_none_match_is_answered_304_without_a_body(
         let first = api.send(api.request(Method::GET, path)).await;
         assert_eq!(first.status(), StatusCode::OK, "{path}");
         let tag = etag(&first);
-        assert!(tag.starts_with('"') && tag.len() > 10, "{path}: a strong tag {tag}");
+        assert!(
+            tag.starts_with('"') && tag.len() > 10,
+            "{path}: a strong tag {tag}"
+        );
         let body = first.bytes().await.expect("a body");
 
         let again = api
@@ -48,7 +51,10 @@ async fn a_get_carries_an_etag_and_if_none_match_is_answered_304_without_a_body(
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
         assert_eq!(etag(&again), tag, "{path}: the 304 names the version held");
         assert!(header(&again, CACHE_CONTROL).is_some(), "{path}");
-        assert!(again.bytes().await.expect("read").is_empty(), "{path}: no body");
+        assert!(
+            again.bytes().await.expect("read").is_empty(),
+            "{path}: no body"
+        );
 
         // Among other tags, or as `*`, it matches too; another tag does not.
         let listed = api
@@ -59,7 +65,10 @@ async fn a_get_carries_an_etag_and_if_none_match_is_answered_304_without_a_body(
             .await;
         assert_eq!(listed.status(), StatusCode::NOT_MODIFIED, "{path}");
         let other = api
-            .send(api.request(Method::GET, path).header(IF_NONE_MATCH, "\"stale\""))
+            .send(
+                api.request(Method::GET, path)
+                    .header(IF_NONE_MATCH, "\"stale\""),
+            )
             .await;
         assert_eq!(other.status(), StatusCode::OK, "{path}");
         assert_eq!(other.bytes().await.expect("a body"), body, "{path}");
@@ -425,7 +434,9 @@ async fn the_document_states_304_and_412_where_they_can_occur() {
         assert!(patch["responses"].get("412").is_some(), "PATCH {path}: 412");
         let params = patch["parameters"].as_array().expect("parameters");
         assert!(
-            params.iter().any(|p| p["name"] == "If-Match" && p["in"] == "header"),
+            params
+                .iter()
+                .any(|p| p["name"] == "If-Match" && p["in"] == "header"),
             "PATCH {path}: If-Match"
         );
     }

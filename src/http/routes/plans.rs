@@ -86,7 +86,10 @@ async fn list_plans(State(state): State<AppState>) -> Result<Response, ApiError>
     // Anonymous: from a replica (a replica too far behind is skipped, see `db`).
     let rows = state
         .db
-        .read(&Caller::Anonymous, |db| async move { plans::list(&db).await })
+        .read(
+            &Caller::Anonymous,
+            |db| async move { plans::list(&db).await },
+        )
         .await?;
     let catalog = PlanCatalog {
         plans: rows.into_iter().map(Into::into).collect(),
@@ -99,4 +102,3 @@ async fn list_plans(State(state): State<AppState>) -> Result<Response, ApiError>
     );
     Ok(response.into_response())
 }
-

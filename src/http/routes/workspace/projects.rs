@@ -670,10 +670,7 @@ async fn list_tasks(
     )
 )]
 #[tracing::instrument(skip_all, fields(org = %access.org))]
-async fn get_task(
-    State(state): State<AppState>,
-    access: OrgAccess,
-) -> Result<Response, ApiError> {
+async fn get_task(State(state): State<AppState>, access: OrgAccess) -> Result<Response, ApiError> {
     let (project, id) = (access.id("project_id")?, access.id("task_id")?);
     let org = access.org;
     let task = state
