@@ -348,6 +348,61 @@ mod tests {
         assert_eq!(core("\"abc-other\""), "abc-other");
     }
 
+    /// The compression and tagging layers as the router stacks them, around one answer of
+    /// `content_type` and `len` bytes; the answer's `Content-Encoding` and `ETag`.
+    async fn served(content_type: &'static str, len: usize) -> (Option<String>, Option<String>) {
+        use tower::ServiceExt;
+
+        let app = axum::Router::new()
+            .route(
+                "/api/x",
+                axum::routing::get(move || async move {
+                    ([(header::CONTENT_TYPE, content_type)], vec![b'a'; len])
+                }),
+            )
+            // Router layers wrap outward: the last one added is the outermost.
+            .layer(axum::middleware::from_fn(conditional))
+            .layer(compression(1024))
+            .layer(axum::middleware::from_fn(tag_encoding));
+        let request = Request::builder()
+            .uri("/api/x")
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(Body::empty())
+            .expect("a request");
+        let response = app.oneshot(request).await.expect("answers");
+        let get = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (get(header::CONTENT_ENCODING), get(header::ETAG))
+    }
+
+    #[tokio::test]
+    async fn only_large_answers_of_compressible_types_are_compressed() {
+        let (coding, tag) = served("application/json", 2048).await;
+        assert_eq!(coding.as_deref(), Some("gzip"));
+        let tag = tag.expect("a tag");
+        assert!(tag.ends_with("-gzip\""), "{tag}");
+        assert_eq!(core(&tag), core(&tag_of(&[b'a'; 2048])));
+
+        assert_eq!(
+            served("application/json", 1000).await.0,
+            None,
+            "under 1 KiB"
+        );
+        for already in [
+            "image/png",
+            "application/zip",
+            "application/gzip",
+            "video/mp4",
+        ] {
+            assert_eq!(served(already, 4096).await.0, None, "{already}");
+        }
+    }
+
     #[test]
     fn if_match_is_strong_and_takes_a_star() {
         let current = tag_of(b"{}");
