@@ -88,6 +88,21 @@ async fn a_second_anonymous_get_of_the_plans_is_served_by_the_edge() {
 }
 
 #[tokio::test]
+async fn concurrent_misses_for_one_key_reach_the_origin_once() {
+    let path = fresh("/api/v1/plans");
+    let answers = futures_util::future::join_all((0..20).map(|_| anonymous(&path))).await;
+    let mut statuses: Vec<&str> = answers.iter().map(|(_, c, _)| c.as_str()).collect();
+    statuses.sort_unstable();
+    assert!(answers.iter().all(|(s, _, _)| *s == StatusCode::OK));
+    // One request went to an instance; the others waited for its answer (proxy_cache_lock).
+    assert_eq!(
+        statuses.iter().filter(|c| **c == "MISS").count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
 async fn nothing_personal_is_cached_at_the_edge() {
     let user = TestUser::new();
     let api = signed_up(&edge_url(), &user).await;
