@@ -169,6 +169,16 @@ pub mod responses {
     )]
     pub struct InvalidFields(pub Problem);
 
+    /// 412: `If-Match` names a version of the resource that is no longer current (someone
+    /// changed it since the caller read it); nothing was changed.
+    #[derive(Debug, IntoResponses)]
+    #[response(
+        status = 412,
+        description = "If-Match does not match the current version (it changed since it was read); nothing changed",
+        content_type = "application/problem+json"
+    )]
+    pub struct PreconditionFailed(pub Problem);
+
     /// What `AppJson` refuses before the handler runs: 400, 413, 415.
     #[derive(Debug, IntoResponses)]
     pub enum JsonBody {
@@ -242,6 +252,10 @@ pub enum ApiError {
     /// invitation).
     #[error("{0}")]
     Gone(String),
+    /// 412: the request's `If-Match` does not name the resource's current version: someone
+    /// changed it since the caller read it. Nothing was changed.
+    #[error("the resource changed since it was read")]
+    PreconditionFailed,
     /// 413: the body is larger than allowed.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -339,6 +353,12 @@ impl IntoResponse for ApiError {
             Self::Gone(detail) => {
                 Problem::new(S::GONE, "gone", "No longer valid").with_detail(detail.clone())
             }
+            Self::PreconditionFailed => Problem::new(
+                S::PRECONDITION_FAILED,
+                "precondition-failed",
+                "The resource changed since it was read",
+            )
+            .with_detail("If-Match does not match its current ETag; read it again, then retry the change on the new version"),
             Self::PayloadTooLarge => Problem::for_status(S::PAYLOAD_TOO_LARGE),
             Self::UnsupportedMediaType => Problem::for_status(S::UNSUPPORTED_MEDIA_TYPE)
                 .with_detail("expected Content-Type: application/json"),

@@ -11,6 +11,7 @@ pub mod files;
 pub mod http;
 pub mod jobs;
 pub mod media_types;
+pub mod plans;
 pub mod process;
 pub mod rate_limit;
 pub mod redis_client;

@@ -9,6 +9,7 @@
 //! the API routes. Every response is logged and counted like any other.
 
 pub mod auth;
+pub mod cache;
 pub mod client_ip;
 pub mod csrf;
 pub mod health;
@@ -108,13 +109,19 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi::docs_asset))
         .nest(
             "/api/v1",
-            OpenApiRouter::new().routes(routes!(service_info)),
+            OpenApiRouter::new()
+                .routes(routes!(service_info))
+                // Anonymous and outside the session layer: it never sets a cookie, so shared
+                // caches may keep it.
+                .merge(routes::plans::router()),
         )
         .layer(defaults);
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(operations)
         .nest("/api/v1", accounts)
-        .split_for_parts()
+        .split_for_parts();
+    cache::document(&mut doc);
+    (router, doc)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -140,6 +147,11 @@ pub fn router(state: AppState) -> Router {
             Limits::ceiling(&state.config),
             limits::enforce,
         ))
+        // Tags are computed over the identity body (`conditional`, inside compression), then
+        // marked with the coding of a compressed variant (`tag_encoding`, outside it).
+        .layer(axum::middleware::from_fn(cache::tag_encoding))
+        .layer(cache::compression(state.config.http.compression_min_bytes))
+        .layer(axum::middleware::from_fn(cache::conditional))
         // The ceiling and every router's own limits bound the bodies; extractors need no
         // limit of their own.
         .layer(DefaultBodyLimit::disable());

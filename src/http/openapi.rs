@@ -37,6 +37,7 @@ use crate::error::Problem;
     tags(
         (name = "operations", description = "Health, readiness and service information"),
         (name = "accounts", description = "Sign-up, login, sessions and profiles"),
+        (name = "plans", description = "The public plan catalog"),
     )
 )]
 #[derive(Debug)]

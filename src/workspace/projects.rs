@@ -56,6 +56,23 @@ pub async fn find(
     .await
 }
 
+/// The project, with its row locked until `write` ends: the version a conditional change
+/// (`If-Match`) compares with cannot change before the change is made.
+#[tracing::instrument(skip_all, fields(org = %org, project = %id))]
+pub async fn find_locked(
+    write: &mut Write,
+    org: Uuid,
+    id: Uuid,
+) -> Result<Option<Project>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from projects where org_id = $1 and id = $2 for update"
+    )))
+    .bind(org)
+    .bind(id)
+    .fetch_optional(&mut **write)
+    .await
+}
+
 /// A page of `org`'s projects, oldest first, after `after`.
 #[tracing::instrument(skip_all, fields(org = %org))]
 pub async fn list(

@@ -89,6 +89,25 @@ pub async fn find(
     .await
 }
 
+/// The task as [`find`] reads it, with its row locked until `write` ends: the version a
+/// conditional change (`If-Match`) compares with cannot change before the change is made.
+#[tracing::instrument(skip_all, fields(org = %org, task = %id))]
+pub async fn find_locked(
+    write: &mut Write,
+    org: Uuid,
+    project: Uuid,
+    id: Uuid,
+) -> Result<Option<Task>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} where t.org_id = $1 and t.project_id = $2 and t.id = $3 for update of t"
+    )))
+    .bind(org)
+    .bind(project)
+    .bind(id)
+    .fetch_optional(&mut **write)
+    .await
+}
+
 /// What a task list is filtered by.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Filter<'a> {

@@ -2,7 +2,7 @@
 //! session store, and shape the response; rules about sessions live in `session`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -19,6 +19,7 @@ use crate::app::AppState;
 use crate::db::{Caller, Writer};
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
+use crate::http::cache;
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::path::PathId;
@@ -763,7 +764,7 @@ async fn change_password(
     get, path = "/users/{id}", tag = TAG,
     params(("id" = String, Path, description = "The user's id (a UUID)")),
     responses(
-        (status = 200, description = "The public profile", body = PublicUser),
+        (status = 200, description = "The public profile (`Cache-Control: public`)", body = PublicUser),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
@@ -773,18 +774,27 @@ async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
     PathId(id): PathId<Uuid>,
-) -> Result<axum::Json<PublicUser>, ApiError> {
+) -> Result<Response, ApiError> {
     // A malformed id names no user: 404, like an unknown one.
     let user = state
         .db
         .read(&caller, |db| async move { repo::find(&db, id).await })
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(axum::Json(PublicUser {
+    let mut response = axum::Json(PublicUser {
         id: user.id,
         avatar: Avatar::of(user.id, user.avatar_status.as_deref()).and_then(|a| a.url),
         name: user.name,
-    }))
+    })
+    .into_response();
+    // The same for every caller: shared caches (the edge) may keep it a few seconds, which
+    // bounds how long a changed name takes to show there.
+    let http = &state.config.http;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        cache::public(http.public_max_age, http.stale_while_revalidate),
+    );
+    Ok(response)
 }
 
 #[cfg(test)]

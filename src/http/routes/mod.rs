@@ -5,5 +5,6 @@
 pub mod accounts;
 pub mod files;
 pub mod jobs;
+pub mod plans;
 pub mod recovery;
 pub mod workspace;

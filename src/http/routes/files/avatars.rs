@@ -2,7 +2,7 @@
 //! `GET /users/{id}/avatar`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::error::responses::{CrossSite, NoSession, Unavailable};
 use crate::error::{ApiError, Problem};
 use crate::files::object_key;
+use crate::http::cache;
 use crate::http::path::PathId;
 
 /// Upload a new avatar image; the profile shows it as pending until its thumbnail is ready.
@@ -68,7 +69,10 @@ pub(super) async fn upload_avatar(
     params(("id" = String, Path, description = "The user's id")),
     responses(
         (status = 302, description = "Redirect to the thumbnail (PNG)",
-            headers(("Location" = String, description = "A presigned GET URL"))),
+            headers(
+                ("Location" = String, description = "A presigned GET URL"),
+                ("Cache-Control" = String, description = "public: kept at most half the URL's lifetime"),
+            )),
         (status = 404, description = "No such user, or no avatar ready", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
@@ -95,5 +99,15 @@ pub(super) async fn avatar_image(
             state.config.files.download_url_ttl,
         )
         .await?;
-    Ok(redirect_to(url))
+    let mut response = redirect_to(url);
+    // Public like the profile, so the edge may answer it; but a cached redirect must still
+    // lead to a valid URL: it is kept (fresh and stale together) at most half the URL's life.
+    let http = &state.config.http;
+    let half = state.config.files.download_url_ttl / 2;
+    let max_age = http.public_max_age.min(half);
+    let swr = http.stale_while_revalidate.min(half - max_age);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, cache::public(max_age, swr));
+    Ok(response)
 }

@@ -15,8 +15,9 @@ use super::{OrgAccess, TAG, UserRef, nullable};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::error::responses::{
-    InvalidFields, JsonBody, NoSession, NotInOrg, RoleTooLow, Unavailable,
+    InvalidFields, JsonBody, NoSession, NotInOrg, PreconditionFailed, RoleTooLow, Unavailable,
 };
+use crate::http::cache::{self, IfMatch};
 use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::page::{self, Page, PageQuery};
 use crate::page_of;
@@ -232,7 +233,8 @@ async fn find_project(
         ("project_id" = Uuid, Path, description = "The project's id"),
     ),
     responses(
-        (status = 200, description = "The project", body = ProjectView),
+        (status = 200, description = "The project; its `ETag` is what `If-Match` of a change compares", body = ProjectView,
+            headers(("ETag" = String, description = "The project's current version"))),
         NoSession, NotInOrg, Unavailable,
     )
 )]
@@ -240,33 +242,43 @@ async fn find_project(
 async fn get_project(
     State(state): State<AppState>,
     access: OrgAccess,
-) -> Result<axum::Json<ProjectView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = access.id("project_id")?;
-    Ok(axum::Json(find_project(&state, &access, id).await?.into()))
+    cache::tagged_json(&ProjectView::from(find_project(&state, &access, id).await?))
 }
 
-/// Rename a project or change its description (admins).
+/// Rename a project or change its description (admins). With `If-Match` (the `ETag` of the
+/// project as read), only if nobody changed it since: otherwise 412 and nothing changes.
 #[utoipa::path(
     patch, path = "/orgs/{org_id}/projects/{project_id}", tag = TAG,
     security(("session" = [])),
     params(
         ("org_id" = Uuid, Path, description = "The organization's id"),
         ("project_id" = Uuid, Path, description = "The project's id"),
+        ("If-Match" = Option<String>, Header, description = "The project's `ETag` as read: the change is made only if it is still current (else 412)"),
     ),
     request_body = UpdateProjectRequest,
     responses(
-        (status = 200, description = "The updated project", body = ProjectView),
-        JsonBody, NoSession, RoleTooLow, NotInOrg, InvalidFields, Unavailable,
+        (status = 200, description = "The updated project", body = ProjectView,
+            headers(("ETag" = String, description = "The project's new version"))),
+        JsonBody, NoSession, RoleTooLow, NotInOrg, PreconditionFailed, InvalidFields, Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(org = %access.org))]
 async fn update_project(
     State(state): State<AppState>,
     access: OrgAccess,
+    if_match: IfMatch,
     AppJson(body): AppJson<UpdateProjectRequest>,
-) -> Result<axum::Json<ProjectView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = access.id("project_id")?;
     let mut write = access.begin(&state, Role::Admin).await?;
+    if if_match.is_present() {
+        let current = projects::find_locked(&mut write, access.org, id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if_match.check(&cache::tag_of_json(&ProjectView::from(current))?)?;
+    }
     let project = projects::update(
         &mut write,
         access.org,
@@ -286,7 +298,7 @@ async fn update_project(
     )
     .await?;
     write.commit().await?;
-    Ok(axum::Json(project.into()))
+    cache::tagged_json(&ProjectView::from(project))
 }
 
 /// Delete a project with its tasks and their comments (admins).
@@ -652,15 +664,13 @@ async fn list_tasks(
         ("task_id" = Uuid, Path, description = "The task's id"),
     ),
     responses(
-        (status = 200, description = "The task", body = TaskView),
+        (status = 200, description = "The task; its `ETag` is what `If-Match` of a change compares", body = TaskView,
+            headers(("ETag" = String, description = "The task's current version"))),
         NoSession, NotInOrg, Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(org = %access.org))]
-async fn get_task(
-    State(state): State<AppState>,
-    access: OrgAccess,
-) -> Result<axum::Json<TaskView>, ApiError> {
+async fn get_task(State(state): State<AppState>, access: OrgAccess) -> Result<Response, ApiError> {
     let (project, id) = (access.id("project_id")?, access.id("task_id")?);
     let org = access.org;
     let task = state
@@ -670,10 +680,12 @@ async fn get_task(
         })
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(axum::Json(task.into()))
+    cache::tagged_json(&TaskView::from(task))
 }
 
-/// Change a task (members).
+/// Change a task (members). With `If-Match` (the `ETag` of the task as read), only if nobody
+/// changed it since: otherwise 412 and nothing changes, so two editors cannot silently
+/// overwrite each other.
 #[utoipa::path(
     patch, path = "/orgs/{org_id}/projects/{project_id}/tasks/{task_id}", tag = TAG,
     security(("session" = [])),
@@ -681,19 +693,22 @@ async fn get_task(
         ("org_id" = Uuid, Path, description = "The organization's id"),
         ("project_id" = Uuid, Path, description = "The project's id"),
         ("task_id" = Uuid, Path, description = "The task's id"),
+        ("If-Match" = Option<String>, Header, description = "The task's `ETag` as read: the change is made only if it is still current (else 412)"),
     ),
     request_body = UpdateTaskRequest,
     responses(
-        (status = 200, description = "The updated task", body = TaskView),
-        JsonBody, NoSession, RoleTooLow, NotInOrg, InvalidFields, Unavailable,
+        (status = 200, description = "The updated task", body = TaskView,
+            headers(("ETag" = String, description = "The task's new version"))),
+        JsonBody, NoSession, RoleTooLow, NotInOrg, PreconditionFailed, InvalidFields, Unavailable,
     )
 )]
 #[tracing::instrument(skip_all, fields(org = %access.org))]
 async fn update_task(
     State(state): State<AppState>,
     access: OrgAccess,
+    if_match: IfMatch,
     AppJson(body): AppJson<UpdateTaskRequest>,
-) -> Result<axum::Json<TaskView>, ApiError> {
+) -> Result<Response, ApiError> {
     let (project, id) = (access.id("project_id")?, access.id("task_id")?);
     let due_date = match &body.due_date {
         None => None,
@@ -710,6 +725,12 @@ async fn update_task(
         due_date,
     };
     let mut write = access.begin(&state, Role::Member).await?;
+    if if_match.is_present() {
+        let current = tasks::find_locked(&mut write, access.org, project, id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if_match.check(&cache::tag_of_json(&TaskView::from(current))?)?;
+    }
     let task = tasks::update(&mut write, access.org, project, id, &change)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -735,7 +756,7 @@ async fn update_task(
     )
     .await?;
     write.commit().await?;
-    Ok(axum::Json(task.into()))
+    cache::tagged_json(&TaskView::from(task))
 }
 
 /// Delete a task and its comments (members).

@@ -1,0 +1,266 @@
+//! The edge cache: nginx in front of the instances keeps the public reads (plans, profiles,
+//! avatar redirects) as their `Cache-Control` allows, never anything personal, shields the
+//! origin while every instance is down, and shows a change within its documented bound.
+//! These tests stop the instances, so scripts/test runs them alone.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{
+    Down, TestUser, client, edge_url, eventually, instance_urls, my_id, signed_up,
+};
+
+/// A GET through the edge without a session: the status, `X-Cache-Status` and the body.
+async fn anonymous(path: &str) -> (StatusCode, String, String) {
+    let r = client()
+        .get(format!("{}{path}", edge_url()))
+        .send()
+        .await
+        .expect("the edge answers");
+    cache_status_and_body(r).await
+}
+
+async fn cache_status_and_body(r: reqwest::Response) -> (StatusCode, String, String) {
+    let status = r.status();
+    let cache = r
+        .headers()
+        .get("x-cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, cache, r.text().await.expect("a body"))
+}
+
+/// A path no earlier request used (nginx keys the cache by the URI, query included), so each
+/// test starts from an empty entry whatever ran before it.
+fn fresh(path: &str) -> String {
+    format!("{path}?t={}", Uuid::new_v4().simple())
+}
+
+/// Waits until every instance's `/ready` is 200 with every dependency up.
+async fn every_instance_ready(what: &str) {
+    for instance in instance_urls() {
+        eventually(what, Duration::from_secs(60), || {
+            let instance = instance.clone();
+            async move {
+                let r = client()
+                    .get(format!("{instance}/ready"))
+                    .send()
+                    .await
+                    .ok()?;
+                let status = r.status();
+                let body: Value = r.json().await.ok()?;
+                (status == StatusCode::OK && body["status"] == "ready").then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_anonymous_get_of_the_plans_is_served_by_the_edge() {
+    let path = fresh("/api/v1/plans");
+    let (status, first, body) = anonymous(&path).await;
+    assert_eq!((status, first.as_str()), (StatusCode::OK, "MISS"));
+    let (status, second, again) = anonymous(&path).await;
+    assert_eq!((status, second.as_str()), (StatusCode::OK, "HIT"));
+    assert_eq!(again, body);
+    // The same answer for a conditional request: 304 from the edge itself.
+    let tag = client()
+        .get(format!("{}{path}", edge_url()))
+        .send()
+        .await
+        .expect("answers")
+        .headers()
+        .get("etag")
+        .cloned()
+        .expect("an ETag");
+    let revalidated = client()
+        .get(format!("{}{path}", edge_url()))
+        .header("if-none-match", tag)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_key_reach_the_origin_once() {
+    let path = fresh("/api/v1/plans");
+    let answers = futures_util::future::join_all((0..20).map(|_| anonymous(&path))).await;
+    let mut statuses: Vec<&str> = answers.iter().map(|(_, c, _)| c.as_str()).collect();
+    statuses.sort_unstable();
+    assert!(answers.iter().all(|(s, _, _)| *s == StatusCode::OK));
+    // One request went to an instance; the others waited for its answer (proxy_cache_lock).
+    assert_eq!(
+        statuses.iter().filter(|c| **c == "MISS").count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn nothing_personal_is_cached_at_the_edge() {
+    let user = TestUser::new();
+    let api = signed_up(&edge_url(), &user).await;
+    let id = my_id(&api).await;
+    let path = fresh(&format!("/api/v1/users/{id}"));
+
+    // With a session cookie: never answered from the cache, never stored.
+    for _ in 0..2 {
+        let r = client()
+            .get(format!("{}{path}", edge_url()))
+            .header("cookie", api.cookie.as_deref().expect("a session"))
+            .send()
+            .await
+            .expect("answers");
+        let (status, cache, _) = cache_status_and_body(r).await;
+        assert_eq!((status, cache.as_str()), (StatusCode::OK, "BYPASS"));
+    }
+    // So the next client without one is the first to store it: what the personal request got
+    // was not kept for anyone else.
+    let (status, cache, _) = anonymous(&path).await;
+    assert_eq!((status, cache.as_str()), (StatusCode::OK, "MISS"));
+    let (_, cache, _) = anonymous(&path).await;
+    assert_eq!(cache, "HIT");
+    // And a stored public entry is not served to a request with a session either.
+    let r = client()
+        .get(format!("{}{path}", edge_url()))
+        .header("cookie", api.cookie.as_deref().expect("a session"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(cache_status_and_body(r).await.1, "BYPASS");
+
+    // Private answers on a cached path (an unknown user's 404 is `private, no-cache`) are
+    // never stored, however often they are asked for.
+    let missing = fresh(&format!("/api/v1/users/{}", Uuid::now_v7()));
+    for _ in 0..3 {
+        let (status, cache, _) = anonymous(&missing).await;
+        assert_eq!((status, cache.as_str()), (StatusCode::NOT_FOUND, "MISS"));
+    }
+    // User data elsewhere is never even looked up in the cache.
+    let me = api.me().await;
+    assert_eq!(me.status(), StatusCode::OK);
+    assert!(me.headers().get("x-cache-status").is_none());
+    assert_eq!(
+        me.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("private, no-cache")
+    );
+}
+
+#[tokio::test]
+async fn with_every_instance_stopped_a_cached_public_page_still_answers() {
+    let plans = fresh("/api/v1/plans");
+    let api = signed_up(&edge_url(), &TestUser::new()).await;
+    let profile = fresh(&format!("/api/v1/users/{}", my_id(&api).await));
+    let (_, _, plans_body) = anonymous(&plans).await;
+    let (_, _, profile_body) = anonymous(&profile).await;
+    assert_eq!(anonymous(&plans).await.1, "HIT");
+    assert_eq!(anonymous(&profile).await.1, "HIT");
+
+    let downs: Vec<Down> = ["app1", "app2", "app3"]
+        .into_iter()
+        .map(Down::stop)
+        .collect();
+    // Really down: what the edge does not hold fails.
+    let uncached = client()
+        .get(format!("{}/api/v1", edge_url()))
+        .send()
+        .await
+        .expect("the edge answers");
+    assert!(
+        uncached.status().is_server_error(),
+        "no instance: {}",
+        uncached.status()
+    );
+    // What it holds answers, fresh (HIT) or, past its max-age, stale (STALE).
+    for (path, body) in [(&plans, &plans_body), (&profile, &profile_body)] {
+        let (status, cache, got) = anonymous(path).await;
+        assert_eq!(status, StatusCode::OK, "{path} ({cache})");
+        assert!(
+            ["HIT", "STALE", "UPDATING"].contains(&cache.as_str()),
+            "{path}: {cache}"
+        );
+        assert_eq!(&got, body);
+    }
+    drop(downs);
+    every_instance_ready("every instance ready again after the edge test").await;
+}
+
+#[tokio::test]
+async fn a_changed_public_profile_shows_at_the_edge_within_its_max_age() {
+    let instance = instance_urls().remove(0);
+    let api = signed_up(&instance, &TestUser::new()).await;
+    let id = my_id(&api).await;
+    let path = format!("/api/v1/users/{id}");
+
+    let first = client()
+        .get(format!("{}{path}", edge_url()))
+        .send()
+        .await
+        .expect("answers");
+    let max_age: u64 = first
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|cc| {
+            cc.split(',')
+                .find_map(|d| d.trim().strip_prefix("max-age="))
+                .and_then(|n| n.parse().ok())
+        })
+        .expect("a public max-age");
+    let (_, cache, body) = cache_status_and_body(first).await;
+    assert_eq!(cache, "MISS");
+    let old: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(anonymous(&path).await.1, "HIT");
+
+    // The change, right after the edge stored the profile: the worst case for the bound.
+    let new_name = format!("Renamed {}", Uuid::new_v4().simple());
+    let renamed = api
+        .send(
+            api.request(reqwest::Method::PATCH, "/me")
+                .json(&json!({"name": new_name})),
+        )
+        .await;
+    assert_eq!(renamed.status(), StatusCode::OK);
+    let changed_at = Instant::now();
+    // Meanwhile the edge still answers the old name (from its cache, not the origin).
+    let (_, cache, body) = anonymous(&path).await;
+    let meanwhile: Value = serde_json::from_str(&body).expect("JSON");
+    if cache == "HIT" {
+        assert_eq!(meanwhile["name"], old["name"]);
+    }
+
+    let margin = Duration::from_secs(3);
+    let bound = Duration::from_secs(max_age) + margin;
+    let shown = eventually(
+        "the new name at the edge",
+        bound + Duration::from_secs(10),
+        || {
+            let (path, new_name) = (path.clone(), new_name.clone());
+            async move {
+                let (status, cache, body) = anonymous(&path).await;
+                let v: Value = serde_json::from_str(&body).ok()?;
+                (status == StatusCode::OK && v["name"] == new_name.as_str()).then_some(cache)
+            }
+        },
+    )
+    .await;
+    let took = changed_at.elapsed();
+    println!(
+        "edge freshness: the new name showed {:.2} s after the change (max-age {max_age} s, \
+         bound {:.0} s; answered {shown})",
+        took.as_secs_f64(),
+        bound.as_secs_f64()
+    );
+    assert!(
+        took <= bound,
+        "the edge took {took:?} to show the change (bound {bound:?})"
+    );
+}
