@@ -2,7 +2,7 @@
 //! session store, and shape the response; rules about sessions live in `session`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -22,20 +22,33 @@ use crate::error::{ApiError, Problem};
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::path::PathId;
+use crate::http::rate_limit::limited;
 use crate::jobs::verification_email::VerificationEmail;
 use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
-use crate::rate_limit::{Backoff, Limit};
+use crate::rate_limit::{Backoff, Limit, Policy};
 
 pub const TAG: &str = "accounts";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(signup))
-        .routes(routes!(login))
+    let route = OpenApiRouter::new;
+    limited(route().routes(routes!(signup)), Policy::Signup, Method::POST)
+        .merge(limited(
+            route().routes(routes!(login)),
+            Policy::Login,
+            Method::POST,
+        ))
+        .merge(limited(
+            route().routes(routes!(get_me, update_me, delete_me)),
+            Policy::Password,
+            Method::DELETE,
+        ))
+        .merge(limited(
+            route().routes(routes!(change_password)),
+            Policy::Password,
+            Method::PUT,
+        ))
         .routes(routes!(logout))
         .routes(routes!(logout_all))
-        .routes(routes!(get_me, update_me, delete_me))
-        .routes(routes!(change_password))
         .routes(routes!(get_user))
 }
 
