@@ -395,7 +395,14 @@ impl RateLimiter {
             }
         };
         if let Some(decision) = result {
-            count(policy, if decision.allowed { "allowed" } else { "limited" });
+            count(
+                policy,
+                if decision.allowed {
+                    "allowed"
+                } else {
+                    "limited"
+                },
+            );
             return Verdict::Decided {
                 decision,
                 quota: u64::from(limit.quota),

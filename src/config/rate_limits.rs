@@ -159,7 +159,11 @@ mod tests {
     #[test]
     fn the_limiter_is_on_unless_turned_off() {
         let env = crate::config::tests::source(&[]);
-        assert!(RateLimitsConfig::from_source(&env).expect("defaults").enabled);
+        assert!(
+            RateLimitsConfig::from_source(&env)
+                .expect("defaults")
+                .enabled
+        );
         let env = crate::config::tests::source(&[("RATE_LIMITS", "off")]);
         assert!(!RateLimitsConfig::from_source(&env).expect("off").enabled);
         let env = crate::config::tests::source(&[("RATE_LIMITS", "maybe")]);

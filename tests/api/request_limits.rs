@@ -10,8 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::helpers::{
-    Api, TestUser, client_from, loopback_address, metric, scrape, spawn_app_with,
-    users_with_email,
+    Api, TestUser, client_from, loopback_address, metric, scrape, spawn_app_with, users_with_email,
 };
 
 /// The members of a structured-field list header (all its lines), as written.
@@ -200,9 +199,7 @@ async fn without_redis_signup_and_login_fail_closed_with_a_fast_503() {
     ] {
         let api = Api::new(app.url(""));
         let start = Instant::now();
-        let response = api
-            .send(api.request(Method::POST, path).json(&body))
-            .await;
+        let response = api.send(api.request(Method::POST, path).json(&body)).await;
         let took = start.elapsed();
 
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");

@@ -31,25 +31,29 @@ pub const TAG: &str = "accounts";
 
 pub fn router() -> OpenApiRouter<AppState> {
     let route = OpenApiRouter::new;
-    limited(route().routes(routes!(signup)), Policy::Signup, Method::POST)
-        .merge(limited(
-            route().routes(routes!(login)),
-            Policy::Login,
-            Method::POST,
-        ))
-        .merge(limited(
-            route().routes(routes!(get_me, update_me, delete_me)),
-            Policy::Password,
-            Method::DELETE,
-        ))
-        .merge(limited(
-            route().routes(routes!(change_password)),
-            Policy::Password,
-            Method::PUT,
-        ))
-        .routes(routes!(logout))
-        .routes(routes!(logout_all))
-        .routes(routes!(get_user))
+    limited(
+        route().routes(routes!(signup)),
+        Policy::Signup,
+        Method::POST,
+    )
+    .merge(limited(
+        route().routes(routes!(login)),
+        Policy::Login,
+        Method::POST,
+    ))
+    .merge(limited(
+        route().routes(routes!(get_me, update_me, delete_me)),
+        Policy::Password,
+        Method::DELETE,
+    ))
+    .merge(limited(
+        route().routes(routes!(change_password)),
+        Policy::Password,
+        Method::PUT,
+    ))
+    .routes(routes!(logout))
+    .routes(routes!(logout_all))
+    .routes(routes!(get_user))
 }
 
 /// The avatar's state, as the profile shows it. The profile owns it (the `users` row holds

@@ -26,8 +26,8 @@ use crate::error::ApiError;
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, Unavailable};
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{AppJson, Check, Validate};
-use crate::jobs::{self, Job, password_reset_email::PasswordResetEmail};
 use crate::http::rate_limit::limited;
+use crate::jobs::{self, Job, password_reset_email::PasswordResetEmail};
 use crate::rate_limit::{Limit, Policy};
 
 use super::accounts::TAG;

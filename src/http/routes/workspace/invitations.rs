@@ -22,8 +22,8 @@ use crate::error::responses::{
 use crate::error::{ApiError, Problem};
 use crate::http::json::{AppJson, Check, Validate};
 use crate::http::page::{self, PageQuery};
-use crate::jobs::{self, Job, invitation_email::InvitationEmail};
 use crate::http::rate_limit::limited;
+use crate::jobs::{self, Job, invitation_email::InvitationEmail};
 use crate::page_of;
 use crate::rate_limit::Policy;
 use crate::workspace::{Role, events, invitations, members, validate};
@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         Method::POST,
     )
     .routes(routes!(revoke_invitation))
-        .routes(routes!(accept_invitation))
+    .routes(routes!(accept_invitation))
 }
 
 /// The roles an invitation can give: ownership is handed over by an owner, never invited.
