@@ -529,3 +529,34 @@ async fn gcra(
         retry_after_secs: retry_us.div_ceil(1_000_000).max(u64::from(allowed == 0)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(quota: u32, secs: u64) -> PolicyLimit {
+        PolicyLimit {
+            quota,
+            window: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn the_local_share_is_the_quota_over_the_instances_at_least_one() {
+        assert_eq!(local_quota(limit(300, 60), 3).1, 100);
+        assert_eq!(local_quota(limit(10, 600), 1).1, 10);
+        assert_eq!(local_quota(limit(2, 60), 3).1, 1);
+        let (quota, _) = local_quota(limit(6, 60), 3);
+        assert_eq!(quota.burst_size().get(), 2);
+        assert_eq!(quota.replenish_interval(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn signup_and_login_fail_closed_and_the_rest_fall_back_locally() {
+        let closed: Vec<_> = Policy::ALL
+            .into_iter()
+            .filter(|p| p.on_outage() == Outage::FailClosed)
+            .collect();
+        assert_eq!(closed, [Policy::Signup, Policy::Login]);
+    }
+}
