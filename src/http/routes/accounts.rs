@@ -29,6 +29,8 @@ use crate::rate_limit::{Backoff, Limit, Policy};
 
 pub const TAG: &str = "accounts";
 
+/// The account routes, each with its own rate-limit policy where it has one (`limited`: on
+/// top of the general limit every API route has, see `http::rate_limit`).
 pub fn router() -> OpenApiRouter<AppState> {
     let route = OpenApiRouter::new;
     limited(
