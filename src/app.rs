@@ -10,6 +10,7 @@ use crate::accounts::password::Passwords;
 use crate::accounts::session::Sessions;
 use crate::config::ServeConfig;
 use crate::db::Db;
+use crate::rate_limit::RateLimiter;
 use crate::redis_client::RedisClient;
 use crate::shutdown::Lifecycle;
 use crate::storage::Storage;
@@ -25,6 +26,9 @@ pub struct AppState {
     pub passwords: Passwords,
     /// One permit per streamed upload being received (`UPLOADS_IN_FLIGHT`).
     pub uploads: Arc<Semaphore>,
+    /// The API's request limits: decided in Redis; the limiter's own memory is only its
+    /// fallback while Redis is away (see `rate_limit`).
+    pub rate_limiter: RateLimiter,
     pub lifecycle: Lifecycle,
 }
 
@@ -38,6 +42,7 @@ impl AppState {
         let sessions = Sessions::new(&config.redis, redis.clone())?;
         let passwords = Passwords::new(&config.capacity);
         let uploads = Arc::new(Semaphore::new(config.capacity.uploads));
+        let rate_limiter = RateLimiter::new(&config.rate_limits, redis.clone());
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -46,6 +51,7 @@ impl AppState {
             sessions,
             passwords,
             uploads,
+            rate_limiter,
             lifecycle: Lifecycle::default(),
         })
     }

@@ -281,6 +281,13 @@ pub enum ApiError {
         what: &'static str,
         retry_after_secs: u64,
     },
+    /// 503: a rate limit that must hold cannot be checked (Redis is away and the policy fails
+    /// closed: signup, login); retry after this many seconds.
+    #[error("the {policy} rate limit cannot be checked")]
+    LimitUnchecked {
+        policy: &'static str,
+        retry_after_secs: u64,
+    },
     /// 503: a dependency did not answer in time; fast, never a hang.
     #[error("{dependency} unavailable: {cause}")]
     Unavailable {
@@ -388,6 +395,12 @@ impl IntoResponse for ApiError {
                 "The service is busy; retry shortly",
             )
             .with_detail(format!("too many {what} in flight on this instance")),
+            Self::LimitUnchecked { .. } => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "A dependency is unavailable; retry shortly",
+            )
+            .with_detail("the rate limiter's store did not answer, and this operation is not served unchecked"),
             Self::Unavailable { dependency, .. } => Problem::new(
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -399,6 +412,9 @@ impl IntoResponse for ApiError {
         let mut response = problem.into_response();
         if let Self::RateLimited { retry_after_secs }
         | Self::Overloaded {
+            retry_after_secs, ..
+        }
+        | Self::LimitUnchecked {
             retry_after_secs, ..
         } = self
         {

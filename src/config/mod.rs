@@ -23,6 +23,7 @@
 //! | [`jobs`] | the job worker: concurrency, heartbeats, retries, purges | worker |
 //! | [`email`] | the SMTP relay and sender | worker |
 //! | [`auth`] | sessions, allowed origins, login throttling | serve |
+//! | [`rate_limits`] | the API's request limits per address, account and route | serve |
 //! | [`logs`] | log format and filter, trace export | serve, worker, migrate |
 
 use std::fmt;
@@ -39,6 +40,7 @@ pub mod instance;
 pub mod internal;
 pub mod jobs;
 pub mod logs;
+pub mod rate_limits;
 pub mod ready;
 pub mod redis;
 pub mod shutdown;
@@ -57,6 +59,7 @@ pub use instance::InstanceConfig;
 pub use internal::InternalConfig;
 pub use jobs::JobsConfig;
 pub use logs::{LogConfig, LogFormat};
+pub use rate_limits::RateLimitsConfig;
 pub use ready::ReadyConfig;
 pub use redis::RedisConfig;
 pub use shutdown::ShutdownConfig;
@@ -77,6 +80,7 @@ pub const ALL_VARS: &[&[Var]] = &[
     email::VARS,
     ready::VARS,
     auth::VARS,
+    rate_limits::VARS,
     logs::VARS,
 ];
 
@@ -312,6 +316,7 @@ pub struct ServeConfig {
     pub capacity: CapacityConfig,
     pub ready: ReadyConfig,
     pub auth: AuthConfig,
+    pub rate_limits: RateLimitsConfig,
 }
 
 impl ServeConfig {
@@ -328,6 +333,7 @@ impl ServeConfig {
             capacity: CapacityConfig::from_source(source)?,
             ready: ReadyConfig::from_source(source)?,
             auth: AuthConfig::from_source(source)?,
+            rate_limits: RateLimitsConfig::from_source(source)?,
         })
     }
 }

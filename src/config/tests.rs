@@ -269,6 +269,11 @@ const MODULES: &[(&str, &str, &[Var])] = &[
     ("internal.rs", include_str!("internal.rs"), internal::VARS),
     ("jobs.rs", include_str!("jobs.rs"), jobs::VARS),
     ("logs.rs", include_str!("logs.rs"), logs::VARS),
+    (
+        "rate_limits.rs",
+        include_str!("rate_limits.rs"),
+        rate_limits::VARS,
+    ),
     ("ready.rs", include_str!("ready.rs"), ready::VARS),
     ("redis.rs", include_str!("redis.rs"), redis::VARS),
     ("shutdown.rs", include_str!("shutdown.rs"), shutdown::VARS),

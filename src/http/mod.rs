@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod page;
 pub mod path;
 pub mod query_count;
+pub mod rate_limit;
 pub mod routes;
 
 use std::sync::Arc;
@@ -96,6 +97,16 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
             },
             idempotency::guard,
         ))
+        // Rate limits: the one place the API's general limit is applied (routes add their
+        // own tighter policies where they are defined). Inside the session, so a signed-in
+        // caller counts by account; outside everything that does work for the request, so a
+        // refused request costs one Redis round trip and nothing else. Layers that shape
+        // answers (caching, compression) belong outside this one, so they see the limit's
+        // headers like any others.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
         .layer(state.sessions.layer(&config.auth))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -121,6 +132,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .nest("/api/v1", accounts)
         .split_for_parts();
     cache::document(&mut doc);
+    rate_limit::document(&mut doc);
     (router, doc)
 }
 

@@ -2,7 +2,7 @@
 //! session store, and shape the response; rules about sessions live in `session`.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -23,21 +23,40 @@ use crate::http::cache;
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::path::PathId;
+use crate::http::rate_limit::limited;
 use crate::jobs::verification_email::VerificationEmail;
 use crate::jobs::{self, Job, delete_account::DeleteAccount, welcome_email::WelcomeEmail};
-use crate::rate_limit::{Backoff, Limit};
+use crate::rate_limit::{Backoff, Limit, Policy};
 
 pub const TAG: &str = "accounts";
 
+/// The account routes, each with its own rate-limit policy where it has one (`limited`: on
+/// top of the general limit every API route has, see `http::rate_limit`).
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(signup))
-        .routes(routes!(login))
-        .routes(routes!(logout))
-        .routes(routes!(logout_all))
-        .routes(routes!(get_me, update_me, delete_me))
-        .routes(routes!(change_password))
-        .routes(routes!(get_user))
+    let route = OpenApiRouter::new;
+    limited(
+        route().routes(routes!(signup)),
+        Policy::Signup,
+        Method::POST,
+    )
+    .merge(limited(
+        route().routes(routes!(login)),
+        Policy::Login,
+        Method::POST,
+    ))
+    .merge(limited(
+        route().routes(routes!(get_me, update_me, delete_me)),
+        Policy::Password,
+        Method::DELETE,
+    ))
+    .merge(limited(
+        route().routes(routes!(change_password)),
+        Policy::Password,
+        Method::PUT,
+    ))
+    .routes(routes!(logout))
+    .routes(routes!(logout_all))
+    .routes(routes!(get_user))
 }
 
 /// The avatar's state, as the profile shows it. The profile owns it (the `users` row holds

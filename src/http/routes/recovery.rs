@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -26,8 +26,9 @@ use crate::error::ApiError;
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, Unavailable};
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{AppJson, Check, Validate};
+use crate::http::rate_limit::limited;
 use crate::jobs::{self, Job, password_reset_email::PasswordResetEmail};
-use crate::rate_limit::Limit;
+use crate::rate_limit::{Limit, Policy};
 
 use super::accounts::TAG;
 
@@ -42,10 +43,12 @@ pub const RESET_WINDOW: Duration = Duration::from_secs(3600);
 const TOKEN_MAX: usize = 128;
 
 pub fn router() -> OpenApiRouter<AppState> {
+    let reset = OpenApiRouter::new()
+        .routes(routes!(request_password_reset))
+        .routes(routes!(confirm_password_reset));
     OpenApiRouter::new()
         .routes(routes!(verify_email))
-        .routes(routes!(request_password_reset))
-        .routes(routes!(confirm_password_reset))
+        .merge(limited(reset, Policy::Password, Method::POST))
 }
 
 fn token_rule(token: &str) -> Result<(), &'static str> {

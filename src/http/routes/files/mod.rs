@@ -12,7 +12,7 @@ mod streamed;
 
 pub use streamed::MULTIPART_OVERHEAD;
 
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -27,6 +27,8 @@ use crate::config::FilesConfig;
 use crate::error::ApiError;
 use crate::files::repo;
 use crate::http::limits::Limits;
+use crate::http::rate_limit;
+use crate::rate_limit::Policy;
 
 pub const TAG: &str = "files";
 
@@ -35,7 +37,11 @@ pub const TAG: &str = "files";
 pub fn router(files: &FilesConfig) -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::new()
         .routes(routes!(owned::list_files))
-        .routes(routes!(direct::create_upload))
+        .merge(rate_limit::limited(
+            OpenApiRouter::new().routes(routes!(direct::create_upload)),
+            Policy::Uploads,
+            Method::POST,
+        ))
         .routes(routes!(direct::complete_upload))
         .routes(routes!(owned::get_file, owned::delete_file))
         .routes(routes!(owned::download))
@@ -56,14 +62,21 @@ pub fn uploads(files: &FilesConfig) -> OpenApiRouter<AppState> {
             crate::http::limits::enforce,
         )
     };
-    OpenApiRouter::new()
-        .routes(routes!(streamed::upload_file))
-        .layer(limited(files.max_bytes))
-        .merge(
-            OpenApiRouter::new()
-                .routes(routes!(avatars::upload_avatar))
-                .layer(limited(files.avatar_max_bytes)),
-        )
+    // The rate limit outermost: a refused upload is answered before any of its body is read.
+    rate_limit::limited(
+        OpenApiRouter::new()
+            .routes(routes!(streamed::upload_file))
+            .layer(limited(files.max_bytes)),
+        Policy::Uploads,
+        Method::POST,
+    )
+    .merge(rate_limit::limited(
+        OpenApiRouter::new()
+            .routes(routes!(avatars::upload_avatar))
+            .layer(limited(files.avatar_max_bytes)),
+        Policy::Uploads,
+        Method::PUT,
+    ))
 }
 
 /// States `UPLOAD_MAX_BYTES` and `UPLOAD_ALLOWED_TYPES` in the schema of a direct upload, so

@@ -2,7 +2,7 @@
 //! token; whoever holds the token and is logged in accepts it and becomes a member.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,15 +22,20 @@ use crate::error::responses::{
 use crate::error::{ApiError, Problem};
 use crate::http::json::{AppJson, Check, Validate};
 use crate::http::page::{self, PageQuery};
+use crate::http::rate_limit::limited;
 use crate::jobs::{self, Job, invitation_email::InvitationEmail};
 use crate::page_of;
+use crate::rate_limit::Policy;
 use crate::workspace::{Role, events, invitations, members, validate};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_invitation, list_invitations))
-        .routes(routes!(revoke_invitation))
-        .routes(routes!(accept_invitation))
+    limited(
+        OpenApiRouter::new().routes(routes!(create_invitation, list_invitations)),
+        Policy::Invitations,
+        Method::POST,
+    )
+    .routes(routes!(revoke_invitation))
+    .routes(routes!(accept_invitation))
 }
 
 /// The roles an invitation can give: ownership is handed over by an owner, never invited.
