@@ -13,6 +13,7 @@ use crate::db::Db;
 use crate::redis_client::RedisClient;
 use crate::shutdown::Lifecycle;
 use crate::storage::Storage;
+use crate::workspace::stats::StatsCache;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -25,6 +26,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// One permit per streamed upload being received (`UPLOADS_IN_FLIGHT`).
     pub uploads: Arc<Semaphore>,
+    /// The organization dashboard's Redis cache (`GET /orgs/{id}/stats`).
+    pub stats: StatsCache,
     pub lifecycle: Lifecycle,
 }
 
@@ -38,6 +41,7 @@ impl AppState {
         let sessions = Sessions::new(&config.redis, redis.clone())?;
         let passwords = Passwords::new(&config.capacity);
         let uploads = Arc::new(Semaphore::new(config.capacity.uploads));
+        let stats = StatsCache::new(db.clone(), redis.clone(), config.cache.clone());
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -46,6 +50,7 @@ impl AppState {
             sessions,
             passwords,
             uploads,
+            stats,
             lifecycle: Lifecycle::default(),
         })
     }

@@ -138,6 +138,7 @@ async fn create_invitation(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((
         StatusCode::CREATED,
         axum::Json(InvitationView::from(invitation)),
@@ -218,6 +219,7 @@ async fn revoke_invitation(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -299,6 +301,7 @@ async fn accept_invitation(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(invitation.org_id).await;
     Ok(axum::Json(AcceptedInvitation {
         org_id: invitation.org_id,
         member: member.into(),

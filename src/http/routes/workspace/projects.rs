@@ -174,6 +174,7 @@ async fn create_project(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((StatusCode::CREATED, axum::Json(ProjectView::from(project))).into_response())
 }
 
@@ -286,6 +287,7 @@ async fn update_project(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(axum::Json(project.into()))
 }
 
@@ -322,6 +324,7 @@ async fn delete_project(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -572,6 +575,7 @@ async fn create_task(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((StatusCode::CREATED, axum::Json(TaskView::from(task))).into_response())
 }
 
@@ -735,6 +739,7 @@ async fn update_task(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(axum::Json(task.into()))
 }
 
@@ -772,6 +777,7 @@ async fn delete_task(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -869,6 +875,7 @@ async fn create_comment(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((StatusCode::CREATED, axum::Json(CommentView::from(comment))).into_response())
 }
 
