@@ -41,7 +41,9 @@ impl AppState {
         let sessions = Sessions::new(&config.redis, redis.clone())?;
         let passwords = Passwords::new(&config.capacity);
         let uploads = Arc::new(Semaphore::new(config.capacity.uploads));
-        let stats = StatsCache::new(db.clone(), redis.clone(), config.cache.clone());
+        // The cache's own client: it may be another server than the sessions' (CACHE_REDIS_URL).
+        let cache_redis = RedisClient::new(&config.cache.redis)?;
+        let stats = StatsCache::new(db.clone(), cache_redis, config.cache.clone());
         Ok(Self {
             config: Arc::new(config),
             db,

@@ -3,6 +3,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
+//! | `CACHE_REDIS_URL` | `REDIS_URL` | The Redis of cache entries: may be another server than the sessions' (one that evicts, `allkeys-lru`) |
 //! | `STATS_CACHE_ENABLED` | `true` | Serve `GET /orgs/{id}/stats` through the Redis cache; `false` computes every read from the database (for comparisons) |
 //! | `STATS_CACHE_TTL_SECS` | `60` | How long a computed entry is fresh, before jitter |
 //! | `STATS_CACHE_JITTER_PERCENT` | `20` | Each entry's freshness is lengthened by a random 0..this percent, so entries filled together do not expire together |
@@ -12,9 +13,14 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, Fallback, Reader, Source, Var};
+use super::{ConfigError, Fallback, Reader, RedisConfig, Secret, Source, Var, check_scheme};
 
 pub const VARS: &[Var] = &[
+    Var {
+        name: "CACHE_REDIS_URL",
+        default: Fallback::Derived("REDIS_URL"),
+        about: "The Redis of cache entries: may be another server than the sessions' (one that evicts, `allkeys-lru`)",
+    },
     Var {
         name: "STATS_CACHE_ENABLED",
         default: Fallback::Value("true"),
@@ -50,6 +56,8 @@ pub const VARS: &[Var] = &[
 /// One cache's behaviour: freshness, jitter, the stale window and the recompute lock.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
+    /// Where the entries live; `REDIS_URL`'s server unless set, with its timeout.
+    pub redis: RedisConfig,
     pub enabled: bool,
     pub ttl: Duration,
     /// 0..=100: the most an entry's freshness is lengthened, in percent of `ttl`.
@@ -60,8 +68,16 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+    /// `redis` is the shared Redis' configuration: the default server, and the timeout.
+    pub fn from_source(source: &dyn Source, redis: &RedisConfig) -> Result<Self, ConfigError> {
         let r = Reader::new(source, VARS);
+        let url = match r.raw("CACHE_REDIS_URL") {
+            Some(url) => {
+                check_scheme("CACHE_REDIS_URL", &url, &["redis", "rediss"])?;
+                Secret::new(url)
+            }
+            None => redis.url.clone(),
+        };
         let jitter_percent: u32 = r.parse("STATS_CACHE_JITTER_PERCENT")?;
         if jitter_percent > 100 {
             return Err(ConfigError {
@@ -70,6 +86,10 @@ impl CacheConfig {
             });
         }
         let config = Self {
+            redis: RedisConfig {
+                url,
+                timeout: redis.timeout,
+            },
             enabled: r.parse("STATS_CACHE_ENABLED")?,
             ttl: r.duration("STATS_CACHE_TTL_SECS", Duration::from_secs)?,
             jitter_percent,
@@ -93,9 +113,28 @@ mod tests {
     use super::*;
     use crate::config::tests::source;
 
+    fn redis() -> RedisConfig {
+        RedisConfig {
+            url: Secret::new("redis://shared"),
+            timeout: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn the_cache_uses_the_shared_redis_unless_told_otherwise() {
+        let shared = CacheConfig::from_source(&source(&[]), &redis()).expect("valid");
+        assert_eq!(shared.redis.url.expose(), "redis://shared");
+        let own = CacheConfig::from_source(&source(&[("CACHE_REDIS_URL", "redis://cache")]), &redis())
+            .expect("valid");
+        assert_eq!(own.redis.url.expose(), "redis://cache");
+        let err = CacheConfig::from_source(&source(&[("CACHE_REDIS_URL", "http://cache")]), &redis())
+            .expect_err("refused");
+        assert_eq!(err.var, "CACHE_REDIS_URL");
+    }
+
     #[test]
     fn defaults_parse() {
-        let config = CacheConfig::from_source(&source(&[])).expect("defaults");
+        let config = CacheConfig::from_source(&source(&[]), &redis()).expect("defaults");
         assert!(config.enabled);
         assert_eq!(config.ttl, Duration::from_secs(60));
     }
@@ -105,14 +144,14 @@ mod tests {
         let err = CacheConfig::from_source(&source(&[
             ("STATS_CACHE_LOCK_MS", "100"),
             ("STATS_CACHE_WAIT_MS", "200"),
-        ]))
+        ]), &redis())
         .expect_err("refused");
         assert_eq!(err.var, "STATS_CACHE_WAIT_MS");
     }
 
     #[test]
     fn jitter_is_a_percentage() {
-        let err = CacheConfig::from_source(&source(&[("STATS_CACHE_JITTER_PERCENT", "101")]))
+        let err = CacheConfig::from_source(&source(&[("STATS_CACHE_JITTER_PERCENT", "101")]), &redis())
             .expect_err("refused");
         assert_eq!(err.var, "STATS_CACHE_JITTER_PERCENT");
     }

@@ -328,7 +328,7 @@ impl ServeConfig {
             shutdown: ShutdownConfig::from_source(source)?,
             database: DatabaseConfig::from_source(source)?,
             redis: RedisConfig::from_source(source)?,
-            cache: CacheConfig::from_source(source)?,
+            cache: CacheConfig::from_source(source, &RedisConfig::from_source(source)?)?,
             storage: StorageConfig::from_source(source)?,
             files: FilesConfig::from_source(source)?,
             capacity: CapacityConfig::from_source(source)?,
