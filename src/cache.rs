@@ -261,7 +261,11 @@ impl Cache {
             .await?;
         let mut version = version.into_iter();
         let generation = version.next().flatten().unwrap_or_default();
-        let position = version.next().flatten().and_then(|p| p.parse().ok()).map(Lsn);
+        let position = version
+            .next()
+            .flatten()
+            .and_then(|p| p.parse().ok())
+            .map(Lsn);
         // An entry of another shape (written by a previous version) is a miss, not an error.
         let value = entry
             .and_then(|e| serde_json::from_str::<Entry<T>>(&e).ok())
@@ -317,8 +321,11 @@ impl Cache {
             }
         };
         let stored = async {
-            let entry = serde_json::to_string(&EntryRef { generation, value: &value })
-                .map_err(|e| e.to_string())?;
+            let entry = serde_json::to_string(&EntryRef {
+                generation,
+                value: &value,
+            })
+            .map_err(|e| e.to_string())?;
             let mut conn = self.redis.conn().await.map_err(|e| e.to_string())?;
             self.redis
                 .bounded(
@@ -338,8 +345,13 @@ impl Cache {
         .await;
         match stored {
             Ok(1) => {}
-            Ok(_) => tracing::debug!(cache = self.name, "invalidated while recomputing; not stored"),
-            Err(e) => tracing::warn!(cache = self.name, error = %e, "could not store a recomputed value"),
+            Ok(_) => tracing::debug!(
+                cache = self.name,
+                "invalidated while recomputing; not stored"
+            ),
+            Err(e) => {
+                tracing::warn!(cache = self.name, error = %e, "could not store a recomputed value")
+            }
         }
         Ok(value)
     }

@@ -124,11 +124,13 @@ mod tests {
     fn the_cache_uses_the_shared_redis_unless_told_otherwise() {
         let shared = CacheConfig::from_source(&source(&[]), &redis()).expect("valid");
         assert_eq!(shared.redis.url.expose(), "redis://shared");
-        let own = CacheConfig::from_source(&source(&[("CACHE_REDIS_URL", "redis://cache")]), &redis())
-            .expect("valid");
+        let own =
+            CacheConfig::from_source(&source(&[("CACHE_REDIS_URL", "redis://cache")]), &redis())
+                .expect("valid");
         assert_eq!(own.redis.url.expose(), "redis://cache");
-        let err = CacheConfig::from_source(&source(&[("CACHE_REDIS_URL", "http://cache")]), &redis())
-            .expect_err("refused");
+        let err =
+            CacheConfig::from_source(&source(&[("CACHE_REDIS_URL", "http://cache")]), &redis())
+                .expect_err("refused");
         assert_eq!(err.var, "CACHE_REDIS_URL");
     }
 
@@ -141,18 +143,22 @@ mod tests {
 
     #[test]
     fn a_wait_longer_than_the_lock_is_refused() {
-        let err = CacheConfig::from_source(&source(&[
-            ("STATS_CACHE_LOCK_MS", "100"),
-            ("STATS_CACHE_WAIT_MS", "200"),
-        ]), &redis())
+        let err = CacheConfig::from_source(
+            &source(&[
+                ("STATS_CACHE_LOCK_MS", "100"),
+                ("STATS_CACHE_WAIT_MS", "200"),
+            ]),
+            &redis(),
+        )
         .expect_err("refused");
         assert_eq!(err.var, "STATS_CACHE_WAIT_MS");
     }
 
     #[test]
     fn jitter_is_a_percentage() {
-        let err = CacheConfig::from_source(&source(&[("STATS_CACHE_JITTER_PERCENT", "101")]), &redis())
-            .expect_err("refused");
+        let err =
+            CacheConfig::from_source(&source(&[("STATS_CACHE_JITTER_PERCENT", "101")]), &redis())
+                .expect_err("refused");
         assert_eq!(err.var, "STATS_CACHE_JITTER_PERCENT");
     }
 }

@@ -25,7 +25,7 @@ async fn stats(api: &Api, org: Uuid) -> Value {
     body
 }
 
-fn project<'a>(stats: &'a Value, id: Uuid) -> &'a Value {
+fn project(stats: &Value, id: Uuid) -> &Value {
     stats["projects"]
         .as_array()
         .expect("projects")
@@ -61,14 +61,29 @@ async fn the_dashboard_counts_tasks_open_work_members_and_activity_and_shows_a_c
         )
         .await,
     );
-    new_task(&owner, org, launch, json!({"title": "b", "status": "doing", "assignee_id": me})).await;
-    new_task(&owner, org, launch, json!({"title": "c", "status": "done", "assignee_id": me})).await;
+    new_task(
+        &owner,
+        org,
+        launch,
+        json!({"title": "b", "status": "doing", "assignee_id": me}),
+    )
+    .await;
+    new_task(
+        &owner,
+        org,
+        launch,
+        json!({"title": "c", "status": "done", "assignee_id": me}),
+    )
+    .await;
 
     let before = stats(&owner, org).await;
     assert_eq!(before["members"], 1, "{before}");
     assert_eq!(before["projects_total"], 1, "{before}");
     let p = project(&before, launch);
-    assert_eq!((p["todo"].as_i64(), p["doing"].as_i64(), p["done"].as_i64()), (Some(1), Some(1), Some(1)));
+    assert_eq!(
+        (p["todo"].as_i64(), p["doing"].as_i64(), p["done"].as_i64()),
+        (Some(1), Some(1), Some(1))
+    );
     assert_eq!(
         before["open_tasks_by_assignee"],
         json!([{"user_id": me, "name": before["open_tasks_by_assignee"][0]["name"], "open": 2}]),
@@ -76,12 +91,20 @@ async fn the_dashboard_counts_tasks_open_work_members_and_activity_and_shows_a_c
     );
     // org.created, project.created and three task.created.
     assert_eq!(before["activity"]["last_7_days"], 5, "{before}");
-    assert_eq!(stats(&owner, org).await, before, "the second read is the cached one");
+    assert_eq!(
+        stats(&owner, org).await,
+        before,
+        "the second read is the cached one"
+    );
 
     set_status(&owner, org, launch, todo, "done").await;
     let after = stats(&owner, org).await;
     let p = project(&after, launch);
-    assert_eq!((p["todo"].as_i64(), p["done"].as_i64()), (Some(0), Some(2)), "{after}");
+    assert_eq!(
+        (p["todo"].as_i64(), p["done"].as_i64()),
+        (Some(0), Some(2)),
+        "{after}"
+    );
     assert_eq!(after["open_tasks_by_assignee"][0]["open"], 1, "{after}");
     assert_eq!(after["activity"]["last_7_days"], 6, "{after}");
 }
@@ -115,7 +138,13 @@ async fn a_non_member_gets_the_404_of_a_missing_organization() {
 
     let (status, body) = call(&stranger, Method::GET, &format!("/orgs/{org}/stats"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, _) = call(&stranger, Method::GET, &format!("/orgs/{}/stats", Uuid::now_v7()), None).await;
+    let (status, _) = call(
+        &stranger,
+        Method::GET,
+        &format!("/orgs/{}/stats", Uuid::now_v7()),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -152,13 +181,21 @@ async fn with_the_cache_unreachable_the_dashboard_comes_from_the_database_and_is
     let org = new_org(&owner).await;
     let metrics_url = format!("http://{}/metrics", app.internal_addr);
     let fallbacks = || async {
-        metric(&scrape(&metrics_url).await, "cache_fallbacks_total", &[("cache", "stats")])
+        metric(
+            &scrape(&metrics_url).await,
+            "cache_fallbacks_total",
+            &[("cache", "stats")],
+        )
     };
     let before = fallbacks().await;
 
     let started = Instant::now();
     let body = stats(&owner, org).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "bounded: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded: {:?}",
+        started.elapsed()
+    );
     assert_eq!(body["members"], 1, "{body}");
     assert!(fallbacks().await >= before + 1.0, "the fallback is counted");
 }
@@ -190,8 +227,16 @@ async fn a_value_computed_across_an_invalidation_is_not_stored() {
         }
     };
     assert_eq!(cache.get(&id, compute(true)).await, Ok(0));
-    assert_eq!(cache.get(&id, compute(false)).await, Ok(1), "not stored: computed again");
-    assert_eq!(cache.get(&id, compute(false)).await, Ok(1), "stored this time");
+    assert_eq!(
+        cache.get(&id, compute(false)).await,
+        Ok(1),
+        "not stored: computed again"
+    );
+    assert_eq!(
+        cache.get(&id, compute(false)).await,
+        Ok(1),
+        "stored this time"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(
         *seen.lock().expect("not poisoned"),

@@ -68,8 +68,16 @@ async fn two_hundred_cold_reads_across_the_three_instances_run_the_aggregate_onc
         }
     }
 
-    assert!(failures.is_empty(), "{} not 200: {failures:?}", failures.len());
-    assert_eq!(computed.len(), 1, "every reader got the one computation: {computed:?}");
+    assert!(
+        failures.is_empty(),
+        "{} not 200: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(
+        computed.len(),
+        1,
+        "every reader got the one computation: {computed:?}"
+    );
     // Counters are scraped after the responses: each recompute is counted before it answers.
     assert_eq!(recomputes().await - before, 1.0, "one recompute fleet-wide");
 }
@@ -80,19 +88,26 @@ async fn pool(var: &str) -> PgPool {
 
 /// Waits until the replica has replayed everything the primary has committed so far.
 async fn replica_caught_up() {
-    let (primary, replica) = (pool("DATABASE_URL").await, pool("DATABASE_REPLICA_URL").await);
+    let (primary, replica) = (
+        pool("DATABASE_URL").await,
+        pool("DATABASE_REPLICA_URL").await,
+    );
     let target: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
         .fetch_one(&primary)
         .await
         .expect("answers");
-    eventually("the replica catches up", Duration::from_secs(15), || async {
-        let done: bool = sqlx::query_scalar("select pg_last_wal_replay_lsn() >= $1::pg_lsn")
-            .bind(&target)
-            .fetch_one(&replica)
-            .await
-            .expect("answers");
-        done.then_some(())
-    })
+    eventually(
+        "the replica catches up",
+        Duration::from_secs(15),
+        || async {
+            let done: bool = sqlx::query_scalar("select pg_last_wal_replay_lsn() >= $1::pg_lsn")
+                .bind(&target)
+                .fetch_one(&replica)
+                .await
+                .expect("answers");
+            done.then_some(())
+        },
+    )
     .await;
 }
 
@@ -139,5 +154,8 @@ async fn a_refill_while_the_replica_lags_stores_the_change_not_the_replicas_view
 
     let next = stats(&reader.via(&instances[1]), org).await;
     assert_eq!(next["projects"][0]["doing"], 1, "{next}");
-    assert_eq!(next["computed_at"], refilled["computed_at"], "served from the cache");
+    assert_eq!(
+        next["computed_at"], refilled["computed_at"],
+        "served from the cache"
+    );
 }

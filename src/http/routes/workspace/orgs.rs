@@ -574,9 +574,6 @@ async fn stats(
     State(state): State<AppState>,
     access: OrgAccess,
 ) -> Result<axum::Json<OrgStats>, ApiError> {
-    let stats = state
-        .stats
-        .read(&access.user.caller(), access.org)
-        .await?;
+    let stats = state.stats.read(&access.user.caller(), access.org).await?;
     Ok(axum::Json(stats))
 }
