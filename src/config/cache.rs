@@ -1,5 +1,5 @@
 //! The application cache (`scaleout serve`): aggregates kept in Redis, cache-aside, shared by
-//! every instance (see `crate::cache`).
+//! every instance (see `src/cache.rs`).
 //!
 //! | variable | default | meaning |
 //! |---|---|---|

@@ -1,6 +1,8 @@
 //! The dashboard cache on the real topology: a stampede of cold reads across the three
-//! instances runs the aggregate once, and a refill while the replica lags never stores the
-//! replica's stale view. Replay is paused for real, so scripts/test runs these alone.
+//! instances runs the aggregate once, a refill while the replica lags never stores the
+//! replica's stale view, and a cache Redis that hangs or dies leaves reads answered from the
+//! database in bounded time. Replay is paused and a Redis killed for real, so scripts/test
+//! runs these alone.
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Api, TestUser, env, eventually, instance_urls, metric, my_id, scrape, signed_up,
+    Api, TestUser, env, eventually, instance_urls, metric, my_id, scrape, signed_up, spawn_app_with,
 };
 use crate::topology_replicas::ReplayPaused;
 use crate::workspace::{call, id_of, new_org, new_project, new_task};
@@ -158,4 +160,106 @@ async fn a_refill_while_the_replica_lags_stores_the_change_not_the_replicas_view
         next["computed_at"], refilled["computed_at"],
         "served from the cache"
     );
+}
+
+/// A Redis server of the cache's own (`CACHE_REDIS_URL`), started for one test, so that it can
+/// hang and die while the sessions' Redis stays up. Killed when dropped.
+struct CacheRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl CacheRedis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let url = format!("redis://127.0.0.1:{port}/");
+        eventually("the cache's Redis answers", Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                let client = redis::Client::open(url).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal}");
+    }
+}
+
+impl Drop for CacheRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn when_the_caches_redis_hangs_or_dies_reads_come_from_the_database_in_bounded_time() {
+    let redis = CacheRedis::start().await;
+    let app = spawn_app_with(&[
+        ("CACHE_REDIS_URL", &redis.url()),
+        ("REDIS_TIMEOUT_MS", "500"),
+    ])
+    .await;
+    let owner = signed_up(&app.url(""), &TestUser::new()).await;
+    let org = new_org(&owner).await;
+    let metrics_url = format!("http://{}/metrics", app.internal_addr);
+    let count = |name: &'static str, labels: &'static [(&'static str, &'static str)]| {
+        let url = metrics_url.clone();
+        async move { metric(&scrape(&url).await, name, labels) }
+    };
+    let stats_cache = &[("cache", "stats")];
+    let hits = &[("cache", "stats"), ("result", "hit")];
+
+    let filled = stats(&owner, org).await;
+    let hits_before = count("cache_requests_total", hits).await;
+    assert_eq!(
+        stats(&owner, org).await,
+        filled,
+        "served from the cache's Redis"
+    );
+    assert_eq!(count("cache_requests_total", hits).await, hits_before + 1.0);
+
+    for (what, signal) in [("hangs", "-STOP"), ("dies", "-KILL")] {
+        redis.signal(signal);
+        let fallbacks = count("cache_fallbacks_total", stats_cache).await;
+        let started = std::time::Instant::now();
+        let read = stats(&owner, org).await;
+        let took = started.elapsed();
+        assert_eq!(read["members"], 1, "{what}: {read}");
+        assert_ne!(
+            read["computed_at"], filled["computed_at"],
+            "{what}: from the database"
+        );
+        // One bounded look at the cache (REDIS_TIMEOUT_MS), then the database.
+        assert!(took < Duration::from_secs(3), "{what}: took {took:?}");
+        assert!(
+            count("cache_fallbacks_total", stats_cache).await >= fallbacks + 1.0,
+            "{what}: the fallback is counted"
+        );
+    }
 }
