@@ -244,3 +244,83 @@ async fn a_value_computed_across_an_invalidation_is_not_stored() {
         "the recompute after the invalidation reads at least its position"
     );
 }
+
+/// Stale-while-revalidate and the recompute lock, on the topology's Redis with the lock taken
+/// by hand (as another instance's recompute would hold it): an expired entry is served stale
+/// without computing; a missing one is waited for, then computed without being stored.
+#[tokio::test]
+async fn while_another_recompute_holds_the_lock_readers_get_the_stale_value_or_wait() {
+    let config = test_config(&[
+        ("STATS_CACHE_STALE_SECS", "30"),
+        ("STATS_CACHE_JITTER_PERCENT", "0"),
+        ("STATS_CACHE_WAIT_MS", "300"),
+    ]);
+    let redis = scaleout::redis_client::RedisClient::new(&config.redis).expect("redis");
+    let cache = Cache::new("test", redis.clone(), config.cache.clone());
+    let id = Uuid::new_v4().to_string();
+    let (entry, lock) = (
+        format!("cache:test:{{{id}}}"),
+        format!("cache:test:{{{id}}}:lock"),
+    );
+    let conn = redis.conn().await.expect("redis");
+    let command = |args: Vec<String>| {
+        let mut conn = conn.clone();
+        async move {
+            let mut cmd = redis::cmd(&args[0]);
+            for arg in &args[1..] {
+                cmd.arg(arg);
+            }
+            cmd.query_async::<redis::Value>(&mut conn)
+                .await
+                .expect("redis answers");
+        }
+    };
+    let value = |n: u32| move |_: Source| async move { Ok::<u32, ()>(n) };
+
+    assert_eq!(cache.get(&id, value(1)).await, Ok(1), "a miss fills");
+    assert_eq!(cache.get(&id, value(2)).await, Ok(1), "a hit");
+    // Past its freshness: only the stale window (30 s) is left of its life.
+    command(vec!["PEXPIRE".into(), entry.clone(), "29000".into()]).await;
+    command(vec![
+        "SET".into(),
+        lock.clone(),
+        "another".into(),
+        "PX".into(),
+        "5000".into(),
+    ])
+    .await;
+    assert_eq!(
+        cache.get(&id, value(3)).await,
+        Ok(1),
+        "stale while another recomputes"
+    );
+    command(vec!["DEL".into(), lock.clone()]).await;
+    assert_eq!(cache.get(&id, value(4)).await, Ok(4), "this one recomputes");
+    assert_eq!(cache.get(&id, value(5)).await, Ok(4), "and stored");
+
+    command(vec!["DEL".into(), entry.clone()]).await;
+    command(vec![
+        "SET".into(),
+        lock.clone(),
+        "another".into(),
+        "PX".into(),
+        "5000".into(),
+    ])
+    .await;
+    let started = Instant::now();
+    assert_eq!(
+        cache.get(&id, value(6)).await,
+        Ok(6),
+        "computed after the wait"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it waited first"
+    );
+    command(vec!["DEL".into(), lock]).await;
+    assert_eq!(
+        cache.get(&id, value(7)).await,
+        Ok(7),
+        "the waiter did not store"
+    );
+}
