@@ -167,7 +167,7 @@ impl Cache {
         let keys = Keys::of(self.name, id);
         let deadline = Instant::now() + self.config.wait;
         loop {
-            let look = match self.look::<T>(&keys).await {
+            let look = match retrying(|| self.look::<T>(&keys)).await {
                 Ok(look) => look,
                 Err(e) => return self.fallback(e, &compute).await,
             };
@@ -177,7 +177,7 @@ impl Cache {
                 self.count("hit");
                 return Ok(value);
             }
-            let locked = match self.lock(&keys).await {
+            let locked = match retrying(|| self.lock(&keys)).await {
                 Ok(token) => token,
                 Err(e) => match look.value {
                     // Redis answered a moment ago: what it gave is still the best answer.
@@ -394,23 +394,42 @@ impl Cache {
 pub async fn invalidate(redis: &RedisClient, name: &'static str, id: &str, position: Lsn) {
     let keys = Keys::of(name, id);
     let generation = Uuid::new_v4().simple().to_string();
-    let result = async {
+    let result = retrying(|| async {
         let mut conn = redis.conn().await?;
         redis
             .bounded(
                 redis::Script::new(INVALIDATE)
                     .key(&keys.version)
                     .key(&keys.entry)
-                    .arg(generation)
+                    .arg(&generation)
                     .arg(position.0.to_string())
                     .arg(VERSION_TTL_SECS)
                     .invoke_async::<i64>(&mut conn),
             )
             .await
-    }
+    })
     .await;
     if let Err(e) = result {
         metrics::counter!("cache_invalidation_failures_total", "cache" => name).increment(1);
         tracing::warn!(cache = name, error = %e, "could not invalidate a cache entry");
+    }
+}
+
+/// Runs `call`, and once more if Redis had dropped the connection (a restart, an idle
+/// timeout): the first command on such a connection fails, and the connection manager opens a
+/// new one for the next. Without this, the first read on each instance after a Redis restart
+/// would fall back to the database, and the first invalidation would be lost. A timeout is
+/// not retried: a hung Redis costs a read one `REDIS_TIMEOUT_MS`, not two.
+async fn retrying<T, F, Fut>(call: F) -> Result<T, RedisError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, RedisError>>,
+{
+    match call().await {
+        Err(RedisError::Redis(e)) if e.is_connection_dropped() || e.is_io_error() => {
+            tracing::debug!(error = %e, "redis connection dropped; trying once more");
+            call().await
+        }
+        result => result,
     }
 }

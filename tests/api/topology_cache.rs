@@ -12,7 +12,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Api, TestUser, env, eventually, instance_urls, metric, my_id, scrape, signed_up, spawn_app_with,
+    Api, Down, TestUser, client, env, eventually, instance_urls, metric, my_id, scrape, signed_up,
+    spawn_app_with,
 };
 use crate::topology_replicas::ReplayPaused;
 use crate::workspace::{call, id_of, new_org, new_project, new_task};
@@ -262,4 +263,68 @@ async fn when_the_caches_redis_hangs_or_dies_reads_come_from_the_database_in_bou
             "{what}: the fallback is counted"
         );
     }
+}
+
+/// A Redis restart drops every instance's cache connection; the first cache call after it
+/// opens a new one at once (one retry) instead of falling back to the database, and the first
+/// invalidation after it is not lost.
+#[tokio::test]
+async fn after_a_redis_restart_the_first_reads_and_invalidations_still_use_the_cache() {
+    let instances = instance_urls();
+    let owner = signed_up(&instances[0], &TestUser::new()).await;
+    let org = new_org(&owner).await;
+    // A cache connection open on every instance.
+    for instance in &instances {
+        stats(&owner.via(instance), org).await;
+    }
+    let fallbacks = || async {
+        let mut total = 0.0;
+        for url in env("SCALEOUT_METRICS").split_whitespace().take(3) {
+            total += metric(
+                &scrape(url).await,
+                "cache_fallbacks_total",
+                &[("cache", "stats")],
+            );
+        }
+        total
+    };
+
+    Down::stop("redis").start();
+    // Sessions live in Redis too: every instance ready again before the next request (and
+    // before the next test).
+    for instance in &instances {
+        eventually(
+            "ready after the Redis restart",
+            Duration::from_secs(60),
+            || async {
+                let response = client()
+                    .get(format!("{instance}/ready"))
+                    .send()
+                    .await
+                    .ok()?;
+                (response.status() == StatusCode::OK).then_some(())
+            },
+        )
+        .await;
+    }
+    // A new account and organization: the restart may have lost the session.
+    let owner = signed_up(&instances[0], &TestUser::new()).await;
+    let org = new_org(&owner).await;
+    let before = fallbacks().await;
+    for instance in &instances {
+        stats(&owner.via(instance), org).await;
+    }
+    let project_after = new_project(&owner.via(&instances[1]), org).await;
+    let read = stats(&owner.via(&instances[2]), org).await;
+
+    assert_eq!(
+        fallbacks().await,
+        before,
+        "no read fell back to the database"
+    );
+    assert_eq!(
+        read["projects_total"], 1,
+        "the invalidation went through: {read}"
+    );
+    assert_eq!(read["projects"][0]["project_id"], project_after.to_string());
 }
