@@ -14,6 +14,7 @@ use crate::rate_limit::RateLimiter;
 use crate::redis_client::RedisClient;
 use crate::shutdown::Lifecycle;
 use crate::storage::Storage;
+use crate::workspace::stats::StatsCache;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -29,6 +30,8 @@ pub struct AppState {
     /// The API's request limits: decided in Redis; the limiter's own memory is only its
     /// fallback while Redis is away (see `rate_limit`).
     pub rate_limiter: RateLimiter,
+    /// The organization dashboard's Redis cache (`GET /orgs/{id}/stats`).
+    pub stats: StatsCache,
     pub lifecycle: Lifecycle,
 }
 
@@ -43,6 +46,9 @@ impl AppState {
         let passwords = Passwords::new(&config.capacity);
         let uploads = Arc::new(Semaphore::new(config.capacity.uploads));
         let rate_limiter = RateLimiter::new(&config.rate_limits, redis.clone());
+        // The cache's own client: it may be another server than the sessions' (CACHE_REDIS_URL).
+        let cache_redis = RedisClient::new(&config.cache.redis)?;
+        let stats = StatsCache::new(db.clone(), cache_redis, config.cache.clone());
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -52,6 +58,7 @@ impl AppState {
             passwords,
             uploads,
             rate_limiter,
+            stats,
             lifecycle: Lifecycle::default(),
         })
     }

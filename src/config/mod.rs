@@ -16,6 +16,7 @@
 //! | [`shutdown`] | draining and grace after SIGTERM | serve, worker |
 //! | [`database`] | primary, replica, pools, replica lag, read-your-writes | serve, worker, migrate |
 //! | [`redis`] | sessions, rate limits, write positions | serve, worker |
+//! | [`cache`] | the application cache in Redis: freshness, jitter, stampede lock | serve |
 //! | [`storage`] | the S3-compatible bucket | serve, worker |
 //! | [`files`] | upload sizes, types and URL lifetimes | serve, worker |
 //! | [`capacity`] | password hashes and uploads in flight per instance | serve |
@@ -31,6 +32,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub mod auth;
+pub mod cache;
 pub mod capacity;
 pub mod database;
 pub mod email;
@@ -50,6 +52,7 @@ pub mod storage;
 mod tests;
 
 pub use auth::AuthConfig;
+pub use cache::CacheConfig;
 pub use capacity::CapacityConfig;
 pub use database::DatabaseConfig;
 pub use email::SmtpConfig;
@@ -73,6 +76,7 @@ pub const ALL_VARS: &[&[Var]] = &[
     shutdown::VARS,
     database::VARS,
     redis::VARS,
+    cache::VARS,
     storage::VARS,
     files::VARS,
     capacity::VARS,
@@ -311,6 +315,7 @@ pub struct ServeConfig {
     pub shutdown: ShutdownConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub cache: CacheConfig,
     pub storage: StorageConfig,
     pub files: FilesConfig,
     pub capacity: CapacityConfig,
@@ -328,6 +333,7 @@ impl ServeConfig {
             shutdown: ShutdownConfig::from_source(source)?,
             database: DatabaseConfig::from_source(source)?,
             redis: RedisConfig::from_source(source)?,
+            cache: CacheConfig::from_source(source, &RedisConfig::from_source(source)?)?,
             storage: StorageConfig::from_source(source)?,
             files: FilesConfig::from_source(source)?,
             capacity: CapacityConfig::from_source(source)?,

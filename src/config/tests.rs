@@ -260,6 +260,7 @@ fn no_variable_is_declared_twice() {
 /// Each concern's source, whose module doc must list its `VARS`.
 const MODULES: &[(&str, &str, &[Var])] = &[
     ("auth.rs", include_str!("auth.rs"), auth::VARS),
+    ("cache.rs", include_str!("cache.rs"), cache::VARS),
     ("capacity.rs", include_str!("capacity.rs"), capacity::VARS),
     ("database.rs", include_str!("database.rs"), database::VARS),
     ("email.rs", include_str!("email.rs"), email::VARS),

@@ -239,6 +239,12 @@ impl Db {
         }
     }
 
+    /// The primary's WAL position now: after a commit, at least the commit's. What a cache
+    /// invalidation records, so that no refill reads a server that has not replayed it.
+    pub async fn primary_position(&self) -> Result<Lsn, sqlx::Error> {
+        current_position(&self.0.primary).await
+    }
+
     /// The caller's last recorded write position: what a job enqueued now should carry.
     pub async fn write_position(&self, caller: &Caller) -> Option<Lsn> {
         match self.sticky(caller).await {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::worker::JobContext;
 use crate::db::{Write, Writer};
 use crate::files;
-use crate::workspace::{comments, events, invitations, members, orgs, projects, tasks};
+use crate::workspace::{comments, events, invitations, members, orgs, projects, stats, tasks};
 
 /// Rows per delete statement.
 pub const BATCH: i64 = 1000;
@@ -100,6 +100,10 @@ pub async fn leave_all(ctx: &JobContext<'_>, user: Uuid) -> anyhow::Result<()> {
     }
     let left = members::remove_all_of_user(&mut write, user).await?;
     write.commit().await?;
+    for org in &standing {
+        // One fewer member (and tasks unassigned): the organizations' dashboards changed.
+        stats::invalidate(db, &ctx.state.redis, org.org_id).await;
+    }
     tracing::info!(memberships = left, "left every organization");
     Ok(())
 }

@@ -32,6 +32,7 @@ use crate::accounts::session::Sessions;
 use crate::config::WorkerConfig;
 use crate::db::Db;
 use crate::email::Mailer;
+use crate::redis_client::RedisClient;
 use crate::storage::Storage;
 
 /// What jobs can reach.
@@ -42,6 +43,8 @@ pub struct JobState {
     pub storage: Storage,
     pub sessions: Sessions,
     pub mailer: Mailer,
+    /// For the cache invalidations of the writes jobs make.
+    pub redis: RedisClient,
 }
 
 /// One run of one job.

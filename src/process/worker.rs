@@ -83,8 +83,9 @@ pub async fn run_until(
         config: config.clone(),
         db: db.clone(),
         storage: Storage::new(&config.storage),
-        sessions: Sessions::new(&config.redis, redis)?,
+        sessions: Sessions::new(&config.redis, redis.clone())?,
         mailer: Mailer::new(&config.smtp)?,
+        redis,
     };
     let health = Router::new()
         .route("/health", get(worker_health))

@@ -9,7 +9,8 @@
 //! join, never by a query per row).
 //!
 //! Every change writes its activity event in the same unit of work (`events::append`), so the
-//! log and the data never disagree.
+//! log and the data never disagree. The dashboard (`stats`) is cached in Redis; the write sites
+//! invalidate it after their commit.
 
 pub mod comments;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod members;
 pub mod orgs;
 pub mod projects;
 pub mod role;
+pub mod stats;
 pub mod tasks;
 pub mod validate;
 

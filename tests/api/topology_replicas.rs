@@ -29,16 +29,16 @@ async fn primary() -> PgPool {
 
 /// Replay paused on the replica until this is dropped: resumed even when an assertion fails,
 /// so one failing test does not leave every later reader on a stale replica.
-struct ReplayPaused;
+pub(crate) struct ReplayPaused;
 
 impl ReplayPaused {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         set_replay(true).await;
         Self
     }
 
     /// Resumes replay now.
-    fn resume(self) {}
+    pub(crate) fn resume(self) {}
 }
 
 impl Drop for ReplayPaused {

@@ -143,6 +143,7 @@ async fn create_invitation(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((
         StatusCode::CREATED,
         axum::Json(InvitationView::from(invitation)),
@@ -223,6 +224,7 @@ async fn revoke_invitation(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -304,6 +306,7 @@ async fn accept_invitation(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(invitation.org_id).await;
     Ok(axum::Json(AcceptedInvitation {
         org_id: invitation.org_id,
         member: member.into(),

@@ -22,6 +22,7 @@ use crate::http::json::{self, AppJson, Check, Validate};
 use crate::http::page::{self, PageQuery};
 use crate::jobs::{self, Job, delete_org::DeleteOrg};
 use crate::page_of;
+use crate::workspace::stats::OrgStats;
 use crate::workspace::{Role, events, members, orgs, validate};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -31,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_members))
         .routes(routes!(update_member, remove_member))
         .routes(routes!(activity))
+        .routes(routes!(stats))
 }
 
 /// An organization, with the caller's role in it.
@@ -268,6 +270,7 @@ async fn update_org(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(axum::Json(OrgView::of(org, access.role)))
 }
 
@@ -302,6 +305,7 @@ async fn delete_org(
     let job = Job::DeleteOrg(DeleteOrg { org_id: access.org });
     let job_id = jobs::enqueue(&mut write, job, Some(access.user.id)).await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(DeletionAccepted { job_id }),
@@ -427,6 +431,7 @@ async fn update_member(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(axum::Json(member.into()))
 }
 
@@ -484,6 +489,7 @@ async fn remove_member(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -548,4 +554,26 @@ async fn activity(
         })
         .collect();
     Ok(axum::Json(EventPage::new(items, next)))
+}
+
+/// The organization's dashboard: tasks per status per project, open tasks per assignee, the
+/// member count and the last 7 days of activity. Served from a shared cache; any change to the
+/// organization, through any instance, is in the next answer (`computed_at` tells when the
+/// answer was computed).
+#[utoipa::path(
+    get, path = "/orgs/{org_id}/stats", tag = TAG,
+    security(("session" = [])),
+    params(("org_id" = Uuid, Path, description = "The organization's id")),
+    responses(
+        (status = 200, description = "The dashboard", body = OrgStats),
+        NoSession, NotInOrg, Unavailable,
+    )
+)]
+#[tracing::instrument(skip_all, fields(org = %access.org))]
+async fn stats(
+    State(state): State<AppState>,
+    access: OrgAccess,
+) -> Result<axum::Json<OrgStats>, ApiError> {
+    let stats = state.stats.read(&access.user.caller(), access.org).await?;
+    Ok(axum::Json(stats))
 }

@@ -175,6 +175,7 @@ async fn create_project(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((StatusCode::CREATED, axum::Json(ProjectView::from(project))).into_response())
 }
 
@@ -298,6 +299,7 @@ async fn update_project(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     cache::tagged_json(&ProjectView::from(project))
 }
 
@@ -334,6 +336,7 @@ async fn delete_project(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -584,6 +587,7 @@ async fn create_task(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((StatusCode::CREATED, axum::Json(TaskView::from(task))).into_response())
 }
 
@@ -756,6 +760,7 @@ async fn update_task(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     cache::tagged_json(&TaskView::from(task))
 }
 
@@ -793,6 +798,7 @@ async fn delete_task(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -890,6 +896,7 @@ async fn create_comment(
     )
     .await?;
     write.commit().await?;
+    state.stats.invalidate(access.org).await;
     Ok((StatusCode::CREATED, axum::Json(CommentView::from(comment))).into_response())
 }
 
