@@ -3,6 +3,8 @@
 //! origin while every instance is down, and shows a change within its documented bound.
 //! These tests stop the instances, so scripts/test runs them alone.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -263,4 +265,112 @@ async fn a_changed_public_profile_shows_at_the_edge_within_its_max_age() {
         took <= bound,
         "the edge took {took:?} to show the change (bound {bound:?})"
     );
+}
+
+/// An origin standing in for the three instances on their own ports: it answers every request
+/// with a public, cacheable 200, and with a `Set-Cookie` while `sets_cookie` is on. The real
+/// instances never set a cookie on a public read, so only a stand-in can show what nginx does
+/// with one that does. Plain threads, so dropping it closes the ports at once (before the
+/// instances start again), also when the test fails.
+struct StandInOrigin {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl StandInOrigin {
+    fn start(sets_cookie: Arc<AtomicBool>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = instance_urls()
+            .into_iter()
+            .map(|url| {
+                let addr = url.trim_start_matches("http://").to_owned();
+                let listener = std::net::TcpListener::bind(&addr).expect("the instance's port");
+                listener.set_nonblocking(true).expect("non-blocking");
+                let (stop, sets_cookie) = (stop.clone(), sets_cookie.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        match listener.accept() {
+                            Ok((socket, _)) => answer(socket, sets_cookie.load(Ordering::SeqCst)),
+                            // Nothing to accept: look again shortly (and at the stop flag).
+                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for StandInOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer(mut socket: std::net::TcpStream, sets_cookie: bool) {
+    use std::io::{Read, Write};
+    let _ = socket.set_nonblocking(false);
+    let _ = socket.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+        match socket.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = r#"{"from":"stand-in"}"#;
+    let cookie = if sets_cookie {
+        "Set-Cookie: stand_in=personal; Path=/; HttpOnly\r\n"
+    } else {
+        ""
+    };
+    let _ = write!(
+        socket,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+         Cache-Control: public, max-age=60\r\n{cookie}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_sets_a_cookie_is_never_stored_at_the_edge() {
+    let downs: Vec<Down> = ["app1", "app2", "app3"]
+        .into_iter()
+        .map(Down::stop)
+        .collect();
+    let sets_cookie = Arc::new(AtomicBool::new(true));
+    let origin = StandInOrigin::start(sets_cookie.clone());
+    // nginx may still count the stopped instances' failures against their ports for a moment.
+    eventually(
+        "the stand-in origin answering through the edge",
+        Duration::from_secs(30),
+        || async {
+            let (status, _, body) = anonymous(&fresh("/api/v1/plans")).await;
+            (status == StatusCode::OK && body.contains("stand-in")).then_some(())
+        },
+    )
+    .await;
+
+    // A public, cacheable answer that sets a cookie: fetched from the origin every time.
+    let path = fresh("/api/v1/plans");
+    for _ in 0..3 {
+        let (status, cache, body) = anonymous(&path).await;
+        assert!(body.contains("stand-in"));
+        assert_eq!((status, cache.as_str()), (StatusCode::OK, "MISS"));
+    }
+    // The same answer without the cookie is stored: what kept the first one out was the cookie.
+    sets_cookie.store(false, Ordering::SeqCst);
+    let path = fresh("/api/v1/plans");
+    assert_eq!(anonymous(&path).await.1, "MISS");
+    assert_eq!(anonymous(&path).await.1, "HIT");
+
+    drop(origin);
+    drop(downs);
+    every_instance_ready("every instance ready again after the stand-in origin").await;
 }
