@@ -36,10 +36,27 @@ async fn cache_status_and_body(r: reqwest::Response) -> (StatusCode, String, Str
     (status, cache, r.text().await.expect("a body"))
 }
 
-/// A path no earlier request used (nginx keys the cache by the URI, query included), so each
-/// test starts from an empty entry whatever ran before it.
-fn fresh(path: &str) -> String {
-    format!("{path}?t={}", Uuid::new_v4().simple())
+/// The path of a public profile nobody asked the edge for yet: a user signed up for the test
+/// (the edge keys by path alone, so each test needs paths of its own to start from an empty
+/// entry).
+async fn fresh_profile() -> (crate::helpers::Api, String) {
+    let api = signed_up(&edge_url(), &TestUser::new()).await;
+    let path = format!("/api/v1/users/{}", my_id(&api).await);
+    (api, path)
+}
+
+/// The plans as the edge holds them: asked until answered from the cache (an entry past its
+/// max-age is refreshed by the first request, in the background when a stale copy exists).
+async fn plans_from_the_edge(path: &str) -> String {
+    eventually(
+        "the plans from the edge cache",
+        Duration::from_secs(10),
+        || async {
+            let (status, cache, body) = anonymous(path).await;
+            (status == StatusCode::OK && cache == "HIT").then_some(body)
+        },
+    )
+    .await
 }
 
 /// Waits until every instance's `/ready` is 200 with every dependency up.
@@ -63,16 +80,35 @@ async fn every_instance_ready(what: &str) {
 }
 
 #[tokio::test]
-async fn a_second_anonymous_get_of_the_plans_is_served_by_the_edge() {
-    let path = fresh("/api/v1/plans");
+async fn a_second_anonymous_get_is_served_by_the_edge_whatever_its_query_or_coding() {
+    let (_api, path) = fresh_profile().await;
     let (status, first, body) = anonymous(&path).await;
     assert_eq!((status, first.as_str()), (StatusCode::OK, "MISS"));
     let (status, second, again) = anonymous(&path).await;
     assert_eq!((status, second.as_str()), (StatusCode::OK, "HIT"));
     assert_eq!(again, body);
-    // The same answer for a conditional request: 304 from the edge itself.
+    // A query makes no entry of its own (nor reaches an instance): the same entry answers.
+    let (status, cache, queried) = anonymous(&format!("{path}?t={}", Uuid::new_v4())).await;
+    assert_eq!((status, cache.as_str()), (StatusCode::OK, "HIT"));
+    assert_eq!(queried, body);
+    // Two spellings of the same coding share one entry (the first stores the gzip variant).
+    let mut caches = Vec::new();
+    for spelling in ["gzip, deflate", "deflate;q=0.5, gzip"] {
+        let r = client()
+            .get(format!("{}{path}", edge_url()))
+            .header("accept-encoding", spelling)
+            .send()
+            .await
+            .expect("answers");
+        caches.push(cache_status_and_body(r).await.1);
+    }
+    assert_eq!(caches, ["MISS", "HIT"]);
+
+    // The plans: served from the cache too, and answered 304 by the edge itself.
+    let plans = plans_from_the_edge("/api/v1/plans").await;
+    assert!(plans.contains("\"plans\""), "{plans}");
     let tag = client()
-        .get(format!("{}{path}", edge_url()))
+        .get(format!("{}/api/v1/plans", edge_url()))
         .send()
         .await
         .expect("answers")
@@ -81,7 +117,7 @@ async fn a_second_anonymous_get_of_the_plans_is_served_by_the_edge() {
         .cloned()
         .expect("an ETag");
     let revalidated = client()
-        .get(format!("{}{path}", edge_url()))
+        .get(format!("{}/api/v1/plans", edge_url()))
         .header("if-none-match", tag)
         .send()
         .await
@@ -91,7 +127,7 @@ async fn a_second_anonymous_get_of_the_plans_is_served_by_the_edge() {
 
 #[tokio::test]
 async fn concurrent_misses_for_one_key_reach_the_origin_once() {
-    let path = fresh("/api/v1/plans");
+    let (_api, path) = fresh_profile().await;
     let answers = futures_util::future::join_all((0..20).map(|_| anonymous(&path))).await;
     let mut statuses: Vec<&str> = answers.iter().map(|(_, c, _)| c.as_str()).collect();
     statuses.sort_unstable();
@@ -109,7 +145,7 @@ async fn nothing_personal_is_cached_at_the_edge() {
     let user = TestUser::new();
     let api = signed_up(&edge_url(), &user).await;
     let id = my_id(&api).await;
-    let path = fresh(&format!("/api/v1/users/{id}"));
+    let path = format!("/api/v1/users/{id}");
 
     // With a session cookie: never answered from the cache, never stored.
     for _ in 0..2 {
@@ -139,7 +175,7 @@ async fn nothing_personal_is_cached_at_the_edge() {
 
     // Private answers on a cached path (an unknown user's 404 is `private, no-cache`) are
     // never stored, however often they are asked for.
-    let missing = fresh(&format!("/api/v1/users/{}", Uuid::now_v7()));
+    let missing = format!("/api/v1/users/{}", Uuid::now_v7());
     for _ in 0..3 {
         let (status, cache, _) = anonymous(&missing).await;
         assert_eq!((status, cache.as_str()), (StatusCode::NOT_FOUND, "MISS"));
@@ -158,12 +194,10 @@ async fn nothing_personal_is_cached_at_the_edge() {
 
 #[tokio::test]
 async fn with_every_instance_stopped_a_cached_public_page_still_answers() {
-    let plans = fresh("/api/v1/plans");
-    let api = signed_up(&edge_url(), &TestUser::new()).await;
-    let profile = fresh(&format!("/api/v1/users/{}", my_id(&api).await));
-    let (_, _, plans_body) = anonymous(&plans).await;
+    let plans = "/api/v1/plans".to_owned();
+    let (_api, profile) = fresh_profile().await;
+    let plans_body = plans_from_the_edge(&plans).await;
     let (_, _, profile_body) = anonymous(&profile).await;
-    assert_eq!(anonymous(&plans).await.1, "HIT");
     assert_eq!(anonymous(&profile).await.1, "HIT");
 
     let downs: Vec<Down> = ["app1", "app2", "app3"]
@@ -338,6 +372,11 @@ fn answer(mut socket: std::net::TcpStream, sets_cookie: bool) {
     );
 }
 
+/// A path on a cached location that no request used: the stand-in origin answers any path.
+fn random_path() -> String {
+    format!("/api/v1/users/{}", Uuid::new_v4())
+}
+
 #[tokio::test]
 async fn an_answer_that_sets_a_cookie_is_never_stored_at_the_edge() {
     let downs: Vec<Down> = ["app1", "app2", "app3"]
@@ -351,14 +390,14 @@ async fn an_answer_that_sets_a_cookie_is_never_stored_at_the_edge() {
         "the stand-in origin answering through the edge",
         Duration::from_secs(30),
         || async {
-            let (status, _, body) = anonymous(&fresh("/api/v1/plans")).await;
+            let (status, _, body) = anonymous(&random_path()).await;
             (status == StatusCode::OK && body.contains("stand-in")).then_some(())
         },
     )
     .await;
 
     // A public, cacheable answer that sets a cookie: fetched from the origin every time.
-    let path = fresh("/api/v1/plans");
+    let path = random_path();
     for _ in 0..3 {
         let (status, cache, body) = anonymous(&path).await;
         assert!(body.contains("stand-in"));
@@ -366,7 +405,7 @@ async fn an_answer_that_sets_a_cookie_is_never_stored_at_the_edge() {
     }
     // The same answer without the cookie is stored: what kept the first one out was the cookie.
     sets_cookie.store(false, Ordering::SeqCst);
-    let path = fresh("/api/v1/plans");
+    let path = random_path();
     assert_eq!(anonymous(&path).await.1, "MISS");
     assert_eq!(anonymous(&path).await.1, "HIT");
 
