@@ -193,18 +193,22 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Tags successful GETs, answers `If-None-Match` with 304, and gives API responses that say
 /// nothing of caching `private, no-cache`.
 pub async fn conditional(request: Request, next: Next) -> Response {
-    if request.method() != Method::GET {
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD {
         return next.run(request).await;
     }
     let api = request.uri().path().starts_with("/api/");
     let if_none_match = listed(request.headers(), header::IF_NONE_MATCH);
     let mut response = next.run(request).await;
+    // A HEAD says what a GET would of caching (a cache may store what it learns from one).
     if api && !response.headers().contains_key(header::CACHE_CONTROL) {
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, PRIVATE);
     }
-    if response.status() != StatusCode::OK {
+    // But its body is already gone (axum answers HEAD with the GET handler's headers and no
+    // body), so there is nothing to tag: a tag of the empty body would be a lie.
+    if response.status() != StatusCode::OK || method == Method::HEAD {
         return response;
     }
     if !response.headers().contains_key(header::ETAG) && is_json(response.headers()) {

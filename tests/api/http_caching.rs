@@ -94,6 +94,15 @@ async fn user_data_is_private_and_public_data_is_public_with_max_age() {
             Some("private, no-cache"),
             "{path}"
         );
+        // A HEAD says the same of caching, and carries no tag of its empty body.
+        let head = api.send(api.request(Method::HEAD, &path)).await;
+        assert_eq!(head.status(), StatusCode::OK, "HEAD {path}");
+        assert_eq!(
+            header(&head, CACHE_CONTROL).as_deref(),
+            Some("private, no-cache"),
+            "HEAD {path}"
+        );
+        assert_eq!(header(&head, ETAG), None, "HEAD {path}");
     }
     let config = &app.state.config.http;
     let profile = client()
