@@ -404,9 +404,8 @@ def compose() -> None:
         for p in svc.get("ports", []):
             if isinstance(p, str) and not p.startswith("127.0.0.1:"):
                 fail("docker-compose.yml", f"{name_} publishes {p} beyond loopback")
-        # Every service can say whether it is healthy (the image's own HEALTHCHECK counts
-        # only for our image, which has one).
-        if "healthcheck" not in svc and svc.get("image") != "scaleout:local" and name_ != "migrate":
+        # Every service can say whether it is healthy (migrate runs once and exits).
+        if "healthcheck" not in svc and name_ != "migrate":
             fail("docker-compose.yml", f"{name_} has no healthcheck")
         for dep, cond in (svc.get("depends_on") or {}).items() if isinstance(svc.get("depends_on"), dict) else []:
             if cond.get("condition") not in ("service_healthy", "service_completed_successfully"):

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use scaleout::config::{
-    ConfigError, DatabaseConfig, InstanceConfig, InternalConfig, LogConfig, ProcessEnv, ServeConfig, WorkerConfig,
+    ConfigError, DatabaseConfig, InstanceConfig, InternalConfig, LogConfig, ProcessEnv,
+    ServeConfig, WorkerConfig,
 };
 use scaleout::{process, telemetry};
 
