@@ -2,12 +2,15 @@
 """The deployment checks scripts/check-deploy runs (with its virtualenv's python):
 
     check-deploy.py k8s RENDERED.yaml...   every object of each rendered overlay validated
-                                           strictly, then the policy test
+                                           strictly, then the policy test (and, on the local
+                                           overlay, the policy test's own test: each of a list
+                                           of breakages must make it fail)
     check-deploy.py compose                docker-compose.yml and deploy/local/stack define
                                            the same services and ports
 
 Each violation is printed on a line of its own; the exit status is 1 when there is any.
 """
+import copy
 import json
 import re
 import subprocess
@@ -375,6 +378,88 @@ def check_required(label: str, objects: list[dict]) -> None:
                 fail(f"{label}: {name(obj)}", f"{var} is required and neither the ConfigMap nor the Secret sets it")
 
 
+# --- the policy test's own test ------------------------------------------------------------------
+
+def _find(objects, kind, name_):
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name_)
+
+
+def _serve(objects):
+    return _find(objects, "Deployment", "scaleout-serve")["spec"]["template"]["spec"]
+
+
+def _drop(kind, name_):
+    def mutate(objects):
+        objects.remove(_find(objects, kind, name_))
+    return mutate
+
+
+# One breakage for each rule, and the words its failure must contain: the policy test is
+# only worth something if each of its checks can fail.
+MUTATIONS = [
+    ("no readiness probe", lambda o: _serve(o)["containers"][0].pop("readinessProbe"),
+     "no readinessProbe"),
+    ("liveness on /ready", lambda o: _serve(o)["containers"][0]["livenessProbe"]["httpGet"]
+     .update(path="/ready"), "livenessProbe is not an HTTP GET of /health"),
+    ("no memory limit", lambda o: _serve(o)["containers"][0]["resources"].pop("limits"),
+     "resources.limits.memory"),
+    ("writable root", lambda o: _serve(o)["containers"][0]["securityContext"]
+     .update(readOnlyRootFilesystem=False), "readOnlyRootFilesystem"),
+    ("a capability added", lambda o: _serve(o)["containers"][0]["securityContext"]["capabilities"]
+     .update(add=["NET_ADMIN"]), "capabilities"),
+    ("root user", lambda o: _serve(o)["securityContext"].update(runAsUser=0), "runAsUser"),
+    ("no seccomp", lambda o: _serve(o)["securityContext"].pop("seccompProfile"), "seccompProfile"),
+    ("no worker PDB", _drop("PodDisruptionBudget", "scaleout-worker"), "no PodDisruptionBudget"),
+    ("no serve NetworkPolicy", _drop("NetworkPolicy", "scaleout-serve"), "no NetworkPolicy"),
+    ("metrics open to all", lambda o: _find(o, "NetworkPolicy", "scaleout-serve")["spec"]["ingress"][1]
+     .update({"from": []}), "open to"),
+    ("short preStop", lambda o: _serve(o)["containers"][0]["lifecycle"]["preStop"]["exec"]
+     .update(command=["sleep", "1"]), "shorter than SHUTDOWN_DRAIN_SECS"),
+    ("short grace period", lambda o: _serve(o).update(terminationGracePeriodSeconds=30),
+     "terminationGracePeriodSeconds"),
+    ("slow scale-up", lambda o: _find(o, "HorizontalPodAutoscaler", "scaleout-serve")["spec"]["behavior"]
+     ["scaleUp"].update(stabilizationWindowSeconds=60), "scaleUp.stabilizationWindowSeconds"),
+    ("fast scale-down", lambda o: _find(o, "HorizontalPodAutoscaler", "scaleout-serve")["spec"]["behavior"]
+     ["scaleDown"]["policies"][0].update(value=50), "more than 10 % a minute"),
+    ("no HPA", _drop("HorizontalPodAutoscaler", "scaleout-serve"), "no HorizontalPodAutoscaler"),
+    ("unknown custom metric", lambda o: _find(o, "HorizontalPodAutoscaler", "scaleout-serve")["spec"]
+     ["metrics"][1]["pods"]["metric"].update(name="rps"), "not made by any rule"),
+    ("worker KEDA trigger elsewhere", lambda o: _find(o, "ScaledObject", "scaleout-worker")["spec"]
+     ["triggers"][0]["metadata"].update(query="select 1"), "apalis.jobs"),
+    ("replicas set", lambda o: _find(o, "Deployment", "scaleout-serve")["spec"].update(replicas=3),
+     "spec.replicas"),
+    ("/ready public", lambda o: _find(o, "Ingress", "scaleout")["spec"]["rules"][0]["http"]["paths"][0]
+     .update(path="/ready"), "must not be public"),
+    ("migrate not a hook", lambda o: _find(o, "Job", "scaleout-migrate")["metadata"]["annotations"]
+     .pop("argocd.argoproj.io/hook"), "not an Argo CD hook"),
+    ("a committed Secret", lambda o: o.append({"apiVersion": "v1", "kind": "Secret",
+                                              "metadata": {"name": "x"}}), "Secret is committed"),
+    ("required setting missing", lambda o: _find(o, "Deployment", "scaleout-worker")["spec"]["template"]
+     ["spec"]["containers"][0].update(envFrom=[e for e in _find(o, "Deployment", "scaleout-worker")
+                                               ["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+                                               if "secretRef" not in e]), "DATABASE_URL is required"),
+]
+
+
+def self_test(label: str, objects: list[dict]) -> None:
+    """Each mutation of a passing overlay must make the policy test fail, with its message."""
+    global problems
+    kept, missed_before = problems, len(problems)
+    for what, mutate, expected in MUTATIONS:
+        broken = copy.deepcopy(objects)
+        mutate(broken)
+        problems = []
+        check_policy(label, broken)
+        check_required(label, broken)
+        caught = [p for p in problems if expected in p]
+        if not caught:
+            kept.append(f"{label}: the policy test missed a breakage ({what}): expected a "
+                        f"failure naming '{expected}', got {problems or 'none'}")
+    problems = kept
+    if len(problems) == missed_before:
+        print(f"check-deploy: {label}: the policy test catches each of {len(MUTATIONS)} breakages")
+
+
 def k8s(files: list[str]) -> None:
     for f in files:
         label = Path(f).stem
@@ -383,6 +468,8 @@ def k8s(files: list[str]) -> None:
         before = len(problems)
         check_policy(label, objects)
         check_required(label, objects)
+        if len(problems) == before and label == "local":
+            self_test(label, objects)
         if len(problems) == before:
             print(f"check-deploy: {label}: policy holds (probes, resources, security context, "
                   "PDBs, NetworkPolicies, asymmetric autoscaling, preStop pause >= drain, "
