@@ -528,16 +528,20 @@ def published(port) -> set[int]:
     return {int(first)}
 
 
-def compose() -> None:
-    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY")
+REQUIRED_FROM_ENV = re.compile(r"\$\{([A-Z0-9_]+):\?[^}]*\}")
+
+
+def check_compose(doc: dict, compose_prometheus: dict, env_example: str) -> None:
+    where = "docker-compose.yml"
     services, local_ports = local_stack()
     compose_services = doc["services"]
     for s in services:
         if s not in compose_services:
-            fail("docker-compose.yml", f"no service {s} (deploy/local/stack runs one)")
+            fail(where, f"no service {s} (deploy/local/stack runs one)")
     for s in compose_services:
         if s not in services and s not in COMPOSE_ONLY:
-            fail("docker-compose.yml", f"service {s} is not in deploy/local/stack (nor listed as compose-only)")
+            fail(where, f"service {s} is not in deploy/local/stack (nor listed as compose-only)")
     for s in services:
         if s not in compose_services:
             continue
@@ -546,24 +550,112 @@ def compose() -> None:
             ports |= published(p)
         extra = {p for p in ports if (s, p) not in COMPOSE_ONLY_PORTS}
         if extra != local_ports.get(s, set()):
-            fail("docker-compose.yml", f"service {s} publishes {sorted(extra)}, "
-                                       f"deploy/local/stack {sorted(local_ports.get(s, set()))}")
+            fail(where, f"service {s} publishes {sorted(extra)}, "
+                        f"deploy/local/stack {sorted(local_ports.get(s, set()))}")
     for name_, svc in compose_services.items():
         for p in svc.get("ports", []):
             if isinstance(p, str) and not p.startswith("127.0.0.1:"):
-                fail("docker-compose.yml", f"{name_} publishes {p} beyond loopback")
+                fail(where, f"{name_} publishes {p} beyond loopback")
         # Every service can say whether it is healthy (migrate runs once and exits).
         if "healthcheck" not in svc and name_ != "migrate":
-            fail("docker-compose.yml", f"{name_} has no healthcheck")
-        for dep, cond in (svc.get("depends_on") or {}).items() if isinstance(svc.get("depends_on"), dict) else []:
+            fail(where, f"{name_} has no healthcheck")
+        depends = svc.get("depends_on") or {}
+        if isinstance(depends, list):
+            fail(where, f"{name_}: depends_on without conditions")
+            depends = {}
+        for dep, cond in depends.items():
             if cond.get("condition") not in ("service_healthy", "service_completed_successfully"):
-                fail("docker-compose.yml", f"{name_} waits for {dep} to start, not to be healthy")
-        if isinstance(svc.get("depends_on"), list):
-            fail("docker-compose.yml", f"{name_}: depends_on without conditions")
-    if not problems:
+                fail(where, f"{name_} waits for {dep} to start, not to be healthy")
+        # Secrets only from .env: a password, key or token is a ${NAME:?} reference.
+        env = svc.get("environment") or {}
+        for key, value in (env.items() if isinstance(env, dict) else []):
+            value = str(value)
+            secret = SECRET_NAME.search(key) or re.search(r"://[^/@\s]+:[^/@\s]+@", value)
+            if secret and not REQUIRED_FROM_ENV.search(value):
+                fail(where, f"{name_}: {key} is written in the file, not taken from .env as ${{NAME:?}}")
+    # Every variable the file requires is in the committed example.
+    listed = set(re.findall(r"^([A-Z0-9_]+)=", env_example, re.M))
+    text = yaml.safe_dump(doc)
+    for var in sorted(set(REQUIRED_FROM_ENV.findall(text)) - listed):
+        fail(where, f"${{{var}:?}} is not in .env.compose.example")
+    # --scale worker=N: nothing may pin one worker's identity, and Prometheus finds them all.
+    worker = compose_services.get("worker", {})
+    if "container_name" in worker or "SCALEOUT_INSTANCE_ID" in (worker.get("environment") or {}):
+        fail(where, "worker has a fixed container name or instance id: replicas would share it")
+    for p in worker.get("ports", []):
+        spec = str(p).split(":")[-2] if isinstance(p, str) and p.count(":") >= 1 else ""
+        if spec and "-" not in spec:
+            fail(where, f"worker publishes the single host port {spec}: a second replica cannot bind it")
+    jobs = {job["job_name"]: job for job in compose_prometheus.get("scrape_configs", [])}
+    worker_job = jobs.get("scaleout-worker", {})
+    if not any("worker" in sd.get("names", []) for sd in worker_job.get("dns_sd_configs", [])):
+        fail("deploy/compose/prometheus.yml", "the workers are not found by DNS (dns_sd_configs of 'worker')")
+
+
+def _compose_inputs():
+    return (yaml.safe_load((ROOT / "docker-compose.yml").read_text()),
+            yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text()),
+            (ROOT / ".env.compose.example").read_text())
+
+
+def _svc(name_):
+    return lambda d, p, e: d["services"][name_]
+
+
+COMPOSE_MUTATIONS = [
+    ("a port moved", lambda d, p, e: d["services"]["app2"].update(ports=["127.0.0.1:8092:8080", "127.0.0.1:9182:9180"]),
+     "app2 publishes"),
+    ("a service missing", lambda d, p, e: d["services"].pop("redis"), "no service redis"),
+    ("an extra service", lambda d, p, e: d["services"].update(extra={"image": "x", "healthcheck": {}}),
+     "extra is not in deploy/local/stack"),
+    ("a port beyond loopback", lambda d, p, e: d["services"]["prometheus"].update(ports=["9090:9090"]),
+     "beyond loopback"),
+    ("no healthcheck", lambda d, p, e: d["services"]["redis"].pop("healthcheck"), "redis has no healthcheck"),
+    ("waits for start only", lambda d, p, e: d["services"]["nginx"]["depends_on"]["app1"]
+     .update(condition="service_started"), "nginx waits for app1 to start"),
+    ("a literal password", lambda d, p, e: d["services"]["primary"]["environment"]
+     .update(POSTGRES_PASSWORD="scaleout"), "POSTGRES_PASSWORD is written in the file"),
+    ("a literal URL password", lambda d, p, e: d["services"]["worker"]["environment"]
+     .update(DATABASE_URL="postgres://scaleout:pw@primary:5432/scaleout"), "DATABASE_URL is written"),
+    ("a worker id", lambda d, p, e: d["services"]["worker"]["environment"]
+     .update(SCALEOUT_INSTANCE_ID="worker1"), "fixed container name or instance id"),
+    ("a single worker port", lambda d, p, e: d["services"]["worker"].update(ports=["127.0.0.1:9184:9180"]),
+     "single host port"),
+    ("workers as static targets", lambda d, p, e: p["scrape_configs"][1].pop("dns_sd_configs"),
+     "not found by DNS"),
+]
+
+
+def compose() -> None:
+    doc, prom, env_example = _compose_inputs()
+    check_compose(doc, prom, env_example)
+    # The check's own test: each breakage must make it fail with its message.
+    global problems
+    kept, before = problems, len(problems)
+    for what, mutate, expected in COMPOSE_MUTATIONS:
+        d, p, e = copy.deepcopy(doc), copy.deepcopy(prom), env_example
+        mutate(d, p, e)
+        problems = []
+        check_compose(d, p, e)
+        if not any(expected in x for x in problems):
+            kept.append(f"compose: the check missed a breakage ({what}): expected a failure "
+                        f"naming '{expected}', got {problems or 'none'}")
+    problems = kept
+    # A variable the file requires but the example lacks.
+    problems_before = len(problems)
+    check_compose(doc, prom, env_example.replace("POSTGRES_PASSWORD=", "#"))
+    missed = not any("POSTGRES_PASSWORD:?} is not in .env.compose.example" in x
+                     for x in problems[problems_before:])
+    del problems[problems_before:]
+    if missed:
+        problems.append("compose: the check missed a variable absent from .env.compose.example")
+    if len(problems) == before:
+        services, _ = local_stack()
         print(f"check-deploy: docker-compose.yml and deploy/local/stack define the same "
               f"{len(services)} services and ports (compose adds {', '.join(COMPOSE_ONLY)}); "
-              "every service has a healthcheck and waits for health")
+              "every service has a healthcheck and waits for health; secrets only from .env; "
+              "workers scalable and found by DNS; the check catches each of "
+              f"{len(COMPOSE_MUTATIONS) + 1} breakages")
 
 
 def main() -> int:
