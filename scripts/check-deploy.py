@@ -6,7 +6,9 @@
                                            overlay, the policy test's own test: each of a list
                                            of breakages must make it fail)
     check-deploy.py compose                docker-compose.yml and deploy/local/stack define
-                                           the same services and ports
+                                           the same services and ports; healthchecks, secrets
+                                           from .env, scalable workers (and the check's own
+                                           test, as above)
 
 Each violation is printed on a line of its own; the exit status is 1 when there is any.
 """
@@ -51,7 +53,8 @@ def name(obj) -> str:
 
 # --- strict schema validation -----------------------------------------------------------------
 
-def validate_schemas(label: str, objects: list[dict]) -> None:
+def validate_schemas(label: str, objects: list[dict], quiet: bool = False) -> None:
+    before = len(problems)
     core, custom = [], {}
     for obj in objects:
         key = (obj.get("apiVersion"), obj.get("kind"))
@@ -88,6 +91,8 @@ def validate_schemas(label: str, objects: list[dict]) -> None:
                 for error in validator.iter_errors(obj):
                     path = ".".join(str(p) for p in error.absolute_path)
                     fail(label, f"{name(obj)} against {schema}: {path}: {error.message}")
+        if quiet or len(problems) > before:
+            return
         print(f"check-deploy: {label}: {len(core)} objects valid against Kubernetes "
               f"{', '.join(KUBERNETES_VERSIONS)} (strict), "
               f"{sum(map(len, custom.values()))} custom resources against their CRD schemas")
@@ -441,6 +446,22 @@ MUTATIONS = [
 ]
 
 
+def schema_self_test(label: str, objects: list[dict]) -> None:
+    """A misspelt field in a core object and in each custom resource must fail validation."""
+    global problems
+    broken = copy.deepcopy(objects)
+    _serve(broken)["containers"][0]["livenessProbe"]["httpGett"] = {}
+    _find(broken, "ServiceMonitor", "scaleout")["spec"]["endpoints"][0]["intervall"] = "15s"
+    _find(broken, "PrometheusRule", "scaleout")["spec"]["groups"][0]["rulez"] = []
+    _find(broken, "ScaledObject", "scaleout-worker")["spec"]["minReplicas"] = 1
+    kept, problems = problems, []
+    validate_schemas(label, broken, quiet=True)
+    caught, problems = problems, kept
+    for field in ("httpGett", "intervall", "rulez", "minReplicas"):
+        if not any(field in p for p in caught):
+            problems.append(f"{label}: strict validation missed the unknown field {field}")
+
+
 def self_test(label: str, objects: list[dict]) -> None:
     """Each mutation of a passing overlay must make the policy test fail, with its message."""
     global problems
@@ -469,6 +490,7 @@ def k8s(files: list[str]) -> None:
         check_policy(label, objects)
         check_required(label, objects)
         if len(problems) == before and label == "local":
+            schema_self_test(label, objects)
             self_test(label, objects)
         if len(problems) == before:
             print(f"check-deploy: {label}: policy holds (probes, resources, security context, "
