@@ -105,6 +105,8 @@ fn healthcheck() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    // Before any client is made (the trace exporter's is the first).
+    scaleout::install_tls_provider();
     let env = ProcessEnv;
     let instance = InstanceConfig::from_source(&env)?;
     let process = match cli.command {

@@ -24,6 +24,7 @@ mod openapi;
 mod rate_limits;
 mod read_routing;
 mod recovery;
+mod replicas;
 mod replication;
 mod sessions;
 mod topology;
