@@ -19,6 +19,7 @@ mod idempotency;
 mod job_effects;
 mod jobs;
 mod limits;
+mod managed_services;
 mod metrics;
 mod openapi;
 mod rate_limits;

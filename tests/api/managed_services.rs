@@ -1,0 +1,274 @@
+//! What managed services need of the binary, against real servers: Redis over TLS with a
+//! private CA in both clients (sessions and the application's), and S3 credentials from the
+//! AWS default chain when no static key is configured.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{TestUser, client, env, eventually, signed_up, spawn_app_with};
+
+/// A port nothing listens on right now (the OS's choice, released at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+fn run(dir: &Path, program: &str, args: &[&str]) {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A throwaway CA and a server certificate it signed for 127.0.0.1 and localhost.
+fn certificates(dir: &Path) {
+    run(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=scaleout test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    run(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("written");
+    run(
+        dir,
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
+/// A `redis-server` that speaks TLS only, on a port of its own; stopped when dropped.
+struct TlsRedis {
+    port: u16,
+    dir: PathBuf,
+    _server: tokio::process::Child,
+}
+
+impl TlsRedis {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("scaleout-tls-redis-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a folder");
+        certificates(&dir);
+        let port = free_port();
+        let server = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                "server.pem",
+                "--tls-key-file",
+                "server.key",
+            ])
+            .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts");
+        eventually("the TLS Redis listens", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        Self {
+            port,
+            dir,
+            _server: server,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.port)
+    }
+
+    fn ca(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn both_redis_clients_work_over_tls_with_a_private_ca_and_refuse_an_unknown_one() {
+    let redis = TlsRedis::start().await;
+    let url = redis.url();
+    let ca = redis.ca();
+    let app = spawn_app_with(&[("REDIS_URL", &url), ("REDIS_CA_FILE", &ca)]).await;
+    let user = TestUser::new();
+
+    // Signup and login keep a session (fred's client); the login throttle's counters and the
+    // write's read-your-writes position go through the application's client.
+    let mut api = signed_up(&app.url(""), &user).await;
+    let login = api.login(&user).await;
+    let me = api.me().await;
+    let ready: serde_json::Value = app.get("/ready").await.json().await.expect("JSON");
+    // Both clients' state is in the TLS server, not in the topology's Redis.
+    let mut conn = app.state.redis.conn().await.expect("connects over TLS");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    // Without the CA, the same server is refused: the certificate is checked.
+    let unverified = spawn_app_with(&[("REDIS_URL", &url)]).await;
+    let unverified_ready = unverified.get("/ready").await;
+    let unverified_body: serde_json::Value = unverified_ready.json().await.expect("JSON");
+
+    assert_eq!(login.status(), StatusCode::OK, "login");
+    assert_eq!(me.status(), StatusCode::OK, "GET /me with the session");
+    assert!(
+        !ready["down"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|d| d == "redis"),
+        "{ready}"
+    );
+    assert!(
+        keys.iter().any(|k| k.starts_with("sessions:user:")),
+        "the session index is in the TLS server: {keys:?}"
+    );
+    assert!(
+        keys.len() >= 3,
+        "sessions, counters and positions are there: {keys:?}"
+    );
+    assert_eq!(
+        unverified_body["down"],
+        serde_json::json!(["redis"]),
+        "an unknown CA is refused"
+    );
+}
+
+#[tokio::test]
+async fn without_static_keys_s3_credentials_come_from_the_aws_default_chain() {
+    let http = free_port();
+    let metrics = free_port();
+    // A real process: the default chain reads the process environment, which a test cannot
+    // change for an in-process app without changing it for every test.
+    let _serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_scaleout"))
+        .arg("serve")
+        .env_remove("S3_ACCESS_KEY_ID")
+        .env_remove("S3_SECRET_ACCESS_KEY")
+        .env("AWS_ACCESS_KEY_ID", env("S3_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", env("S3_SECRET_ACCESS_KEY"))
+        // No profile files or instance metadata to find first on a developer's machine.
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SCALEOUT_INSTANCE_ID", "test-default-chain")
+        .env("SCALEOUT_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("SCALEOUT_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
+        .env("SHUTDOWN_DRAIN_SECS", "0")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("scaleout serve starts");
+    let base = format!("http://127.0.0.1:{http}");
+    // /ready asks storage for the bucket, signed with what the chain found.
+    let ready: serde_json::Value =
+        eventually("the instance is ready", Duration::from_secs(30), || {
+            let url = format!("{base}/ready");
+            async move {
+                let response = client().get(url).send().await.ok()?;
+                let body: serde_json::Value = response.json().await.ok()?;
+                (body["status"] == "ready").then_some(body)
+            }
+        })
+        .await;
+    let api = signed_up(&base, &TestUser::new()).await;
+
+    let uploaded = api
+        .upload(
+            b"signed by the default chain\n".to_vec(),
+            "chain.txt",
+            "text/plain",
+        )
+        .await;
+    let status = uploaded.status();
+    let file: serde_json::Value = uploaded.json().await.expect("JSON");
+    let id = file["id"].as_str().expect("an id");
+    let content = api.download(id).await;
+
+    assert_eq!(
+        ready["down"],
+        serde_json::json!([]),
+        "storage answered: {ready}"
+    );
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    assert_eq!(content, b"signed by the default chain\n");
+}
