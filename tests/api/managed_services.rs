@@ -272,3 +272,130 @@ async fn without_static_keys_s3_credentials_come_from_the_aws_default_chain() {
     assert_eq!(status, StatusCode::CREATED, "{file}");
     assert_eq!(content, b"signed by the default chain\n");
 }
+
+/// An OTLP/HTTP receiver behind TLS (the server certificate of `dir`), on a thread of its own:
+/// a minimal HTTP/1.1 server over rustls that answers every request `{}` and keeps the bodies.
+fn start_tls_receiver(dir: &Path) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead as _, Read as _, Write as _};
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("the certificate")
+        .collect::<Result<_, _>>()
+        .expect("PEM");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("the key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("a server configuration");
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let config = config.clone();
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let tls = rustls::StreamOwned::new(conn, stream);
+                let mut reader = std::io::BufReader::new(tls);
+                // One request after another on the connection (the client keeps it alive).
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    let mut first = true;
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if first && !line.starts_with("POST /v1/traces ") {
+                            return;
+                        }
+                        first = false;
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    store
+                        .lock()
+                        .expect("not poisoned")
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    let tls = reader.get_mut();
+                    if tls
+                        .write_all(answer.as_bytes())
+                        .and_then(|()| tls.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn traces_are_exported_over_https_to_a_collector_with_a_private_ca() {
+    let dir = std::env::temp_dir().join(format!("scaleout-otlp-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a folder");
+    certificates(&dir);
+    let (collector, received) = start_tls_receiver(&dir);
+    let http = free_port();
+    let metrics = free_port();
+    let _serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_scaleout"))
+        .arg("serve")
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("https://127.0.0.1:{collector}"),
+        )
+        // The exporter trusts the system's roots; SSL_CERT_FILE adds the private CA.
+        .env("SSL_CERT_FILE", dir.join("ca.pem"))
+        .env("SCALEOUT_INSTANCE_ID", "test-otlp-https")
+        .env("SCALEOUT_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("SCALEOUT_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
+        .env("SHUTDOWN_DRAIN_SECS", "0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("scaleout serve starts");
+    let base = format!("http://127.0.0.1:{http}");
+
+    // Requests until a batch of spans arrives (the batch processor exports every few seconds).
+    let body = eventually("spans arrive over https", Duration::from_secs(60), || {
+        let url = format!("{base}/api/v1");
+        let received = received.clone();
+        async move {
+            let _ = client().get(url).send().await;
+            received.lock().expect("not poisoned").first().cloned()
+        }
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert!(
+        body.contains("resourceSpans") && body.contains("test-otlp-https"),
+        "{body}"
+    );
+}
