@@ -1,6 +1,8 @@
 //! What managed services need of the binary, against real servers: Redis over TLS with a
-//! private CA in both clients (sessions and the application's), and S3 credentials from the
-//! AWS default chain when no static key is configured.
+//! private CA in both clients (sessions and the application's), S3 credentials from the AWS
+//! default chain when no static key is configured, traces over https to a collector, and
+//! Postgres' `sslmode=verify-full` with a CA bundle. The TLS servers are throwaway ones, with a
+//! CA made by openssl for each test, so these run beside the others.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -398,4 +400,157 @@ async fn traces_are_exported_over_https_to_a_collector_with_a_private_ca() {
         body.contains("resourceSpans") && body.contains("test-otlp-https"),
         "{body}"
     );
+}
+
+/// Postgres' binaries, where Debian puts them (as deploy/local/stack finds them).
+fn pg_bin(program: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("Postgres is installed")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    versions.sort();
+    versions.pop().expect("a version").join(program)
+}
+
+/// A throwaway Postgres with TLS on (the server certificate of `dir`), listening on 127.0.0.1
+/// and 127.0.0.2, run as the `postgres` user; stopped when dropped.
+struct TlsPostgres {
+    port: u16,
+    dir: PathBuf,
+    _server: tokio::process::Child,
+}
+
+impl TlsPostgres {
+    async fn start(dir: &Path) -> Self {
+        let data = dir.join("data");
+        run(
+            dir,
+            "chown",
+            &["-R", "postgres", &dir.display().to_string()],
+        );
+        run(dir, "chmod", &["600", "server.key"]);
+        run(
+            dir,
+            "runuser",
+            &[
+                "-u",
+                "postgres",
+                "--",
+                &pg_bin("initdb").display().to_string(),
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        let port = free_port();
+        let server = tokio::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-c", &format!("port={port}")])
+            .args(["-c", "listen_addresses=127.0.0.1,127.0.0.2"])
+            .args(["-c", &format!("unix_socket_directories={}", dir.display())])
+            .args([
+                "-c",
+                "ssl=on",
+                "-c",
+                "ssl_cert_file=../server.pem",
+                "-c",
+                "ssl_key_file=../server.key",
+            ])
+            .args(["-c", "fsync=off"])
+            .current_dir(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("postgres starts");
+        eventually(
+            "the TLS Postgres listens",
+            Duration::from_secs(30),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        Self {
+            port,
+            dir: dir.to_owned(),
+            _server: server,
+        }
+    }
+
+    async fn connect(&self, host: &str, params: &str) -> Result<i32, sqlx::Error> {
+        let url = format!("postgres://postgres@{host}:{}/postgres?{params}", self.port);
+        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let mut conn = sqlx::ConnectOptions::connect(&options).await?;
+        sqlx::query_scalar::<_, i32>("select 1")
+            .fetch_one(&mut conn)
+            .await
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn postgres_verify_full_accepts_the_right_ca_and_host_and_refuses_others() {
+    scaleout::install_tls_provider();
+    let root = std::env::temp_dir().join(format!("scaleout-pg-tls-{}", uuid::Uuid::new_v4()));
+    let (ours, other) = (root.join("ours"), root.join("other"));
+    for dir in [&ours, &other] {
+        std::fs::create_dir_all(dir).expect("a folder");
+        certificates(dir);
+    }
+    let ca = |dir: &Path| dir.join("ca.pem").display().to_string();
+    let postgres = TlsPostgres::start(&ours).await;
+
+    let right = |host: &'static str| {
+        let params = format!("sslmode=verify-full&sslrootcert={}", ca(&ours));
+        let postgres = &postgres;
+        async move { postgres.connect(host, &params).await }
+    };
+    let by_ip = right("127.0.0.1").await;
+    let by_name = right("localhost").await;
+    let wrong_ca = postgres
+        .connect(
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={}", ca(&other)),
+        )
+        .await;
+    // 127.0.0.2 is not in the certificate: verify-full refuses it, verify-ca does not check
+    // names.
+    let wrong_host = right("127.0.0.2").await;
+    let ca_only = postgres
+        .connect(
+            "127.0.0.2",
+            &format!("sslmode=verify-ca&sslrootcert={}", ca(&ours)),
+        )
+        .await;
+    drop(postgres);
+    let _ = std::fs::remove_dir_all(&root);
+
+    assert_eq!(by_ip.expect("verify-full by address"), 1);
+    assert_eq!(by_name.expect("verify-full by name"), 1);
+    // sqlx reports a refused certificate as an I/O error carrying rustls' reason.
+    let refused = |r: &Result<i32, sqlx::Error>, why: &str| matches!(r, Err(e) if format!("{e:?}").contains(why));
+    assert!(
+        refused(&wrong_ca, "InvalidCertificate(BadSignature)"),
+        "another CA is refused: {wrong_ca:?}"
+    );
+    assert!(
+        refused(&wrong_host, "InvalidCertificate(NotValidForName"),
+        "a host the certificate does not name is refused: {wrong_host:?}"
+    );
+    assert_eq!(ca_only.expect("verify-ca does not check the name"), 1);
 }
