@@ -183,7 +183,14 @@ fn roots_in(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>
 /// after the process, so this cannot run at start): every command would otherwise work until
 /// the first session is saved.
 async fn check_version(conn: &mut ConnectionManager) -> Result<(), RedisError> {
-    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+    let info: String = match redis::cmd("INFO").arg("server").query_async(conn).await {
+        Ok(info) => info,
+        // Some managed services rename or restrict INFO: then the version is not checked.
+        Err(e) => {
+            tracing::warn!(error = %e, "redis INFO refused; its version is not checked");
+            return Ok(());
+        }
+    };
     let version = info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
