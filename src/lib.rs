@@ -24,3 +24,12 @@ pub mod workspace;
 // The paths tests and examples start processes by, kept while the modules live in `process`.
 pub use process::serve as startup;
 pub use process::worker;
+
+/// Makes aws-lc-rs the process' TLS provider for rustls. Several providers are linked in (sqlx
+/// brings ring), and clients that take the process default (Redis, sessions) refuse to guess
+/// between them. Idempotent: every process entry point, and each in-process app of the tests,
+/// calls it.
+pub fn install_tls_provider() {
+    // Err only when a provider is already installed, which is all this asks for.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use scaleout::config::{
-    ConfigError, DatabaseConfig, InstanceConfig, LogConfig, ProcessEnv, ServeConfig, WorkerConfig,
+    ConfigError, DatabaseConfig, InstanceConfig, InternalConfig, LogConfig, ProcessEnv,
+    ServeConfig, WorkerConfig,
 };
 use scaleout::{process, telemetry};
 
@@ -28,6 +29,9 @@ enum Command {
     Worker,
     /// Apply migrations/ to the primary, once per deploy.
     Migrate,
+    /// Exit 0 if this container's process answers /health on SCALEOUT_METRICS_ADDR within 2 s,
+    /// else 1 (the image's HEALTHCHECK).
+    Healthcheck,
     /// Fill the database with a workspace data set for benchmarks (COPY; about a minute).
     Seed {
         /// `full` (1,000 organizations, 1,000,000 tasks, 3,000,000 events) or `small` (a
@@ -63,6 +67,11 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Healthcheck = cli.command {
+        // Before any logging or telemetry set-up: a probe every few seconds must stay cheap
+        // and print one line at most.
+        return healthcheck();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
@@ -77,7 +86,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Docker reads 0 as healthy and 1 as unhealthy (2 is reserved): every failure is 1.
+fn healthcheck() -> ExitCode {
+    let addr = match InternalConfig::from_source(&ProcessEnv) {
+        Ok(config) => process::healthcheck::target(config.addr),
+        Err(e) => {
+            eprintln!("scaleout healthcheck: configuration error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match process::healthcheck::check(addr, process::healthcheck::TIMEOUT) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scaleout healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
+    // Before any client is made (the trace exporter's is the first).
+    scaleout::install_tls_provider();
     let env = ProcessEnv;
     let instance = InstanceConfig::from_source(&env)?;
     let process = match cli.command {
@@ -85,6 +114,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Worker => process::worker::NAME,
         Command::Migrate => process::migrate::NAME,
         Command::Seed { .. } => process::seed::NAME,
+        Command::Healthcheck => unreachable!("answered in main, before any set-up"),
     };
     let tracer = telemetry::init_telemetry(&LogConfig::from_source(&env)?, &instance.id, process)?;
     // Parse all configuration before starting the runtime: a bad variable fails in
@@ -111,6 +141,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             runtime.block_on(process::seed::run(config, size))?;
         }
+        // Answered in main, before any set-up.
+        Command::Healthcheck => {}
     }
     if let Some(tracer) = tracer {
         // Spans still batched in memory are sent before the process exits.

@@ -13,6 +13,19 @@ pub struct Limit {
     pub window: Duration,
 }
 
+/// KEYS: the counter. ARGV: the window in seconds. Returns the count and the seconds left.
+/// The window starts at the first hit: the expiry is set only on a counter without one (what
+/// `EXPIRE ... NX` does, which needs Redis 7; a script works on 6 too, atomically).
+const HIT_SCRIPT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+";
+
 impl Limit {
     /// Counts one attempt and says whether it is over the limit (with the seconds until the
     /// window resets). Counting before the work, not after, means concurrent attempts cannot
@@ -22,16 +35,10 @@ impl Limit {
         let secs = self.window.as_secs().max(1);
         let (count, ttl): (u64, i64) = redis
             .bounded(
-                redis::pipe()
-                    .atomic()
-                    .incr(&self.key, 1)
-                    .cmd("EXPIRE")
-                    .arg(&self.key)
+                redis::Script::new(HIT_SCRIPT)
+                    .key(&self.key)
                     .arg(secs)
-                    .arg("NX")
-                    .ignore()
-                    .ttl(&self.key)
-                    .query_async(&mut conn),
+                    .invoke_async(&mut conn),
             )
             .await?;
         Ok((count > self.max).then(|| ttl.max(1) as u64))

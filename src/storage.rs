@@ -11,8 +11,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    retry::RetryConfig, timeout::TimeoutConfig,
+    BehaviorVersion, Credentials, ProvideCredentials, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation, SharedCredentialsProvider, retry::RetryConfig,
+    timeout::TimeoutConfig,
 };
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -88,9 +89,11 @@ impl Storage {
             metrics::counter!("storage_errors_total", "operation" => *operation).absolute(0);
             metrics::gauge!("storage_requests_in_flight", "operation" => *operation).increment(0.0);
         }
-        let client = build_client(config, config.endpoint.as_deref());
+        // One provider for both clients: the default chain is looked up once.
+        let credentials = credentials(config);
+        let client = build_client(config, config.endpoint.as_deref(), credentials.clone());
         let presigner = match &config.public_endpoint {
-            Some(public) => build_client(config, Some(public)),
+            Some(public) => build_client(config, Some(public), credentials),
             None => client.clone(),
         };
         Self {
@@ -481,14 +484,59 @@ impl Storage {
     }
 }
 
-fn build_client(config: &StorageConfig, endpoint: Option<&str>) -> aws_sdk_s3::Client {
-    let credentials = Credentials::new(
-        &config.access_key_id,
-        config.secret_access_key.expose(),
-        None,
-        None,
-        "scaleout-environment",
-    );
+/// The AWS default credential chain (environment, profile files, web identity, container and
+/// instance roles), built on first use: building it is async and reads files, and the client
+/// is made synchronously at start, before any runtime work. The SDK caches what it returns and
+/// refreshes it before it expires.
+#[derive(Debug)]
+struct DefaultChain {
+    region: Region,
+    chain:
+        tokio::sync::OnceCell<aws_config::default_provider::credentials::DefaultCredentialsChain>,
+}
+
+impl ProvideCredentials for DefaultChain {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| {
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .region(self.region.clone())
+                        .build()
+                })
+                .await;
+            chain.provide_credentials().await
+        })
+    }
+}
+
+fn credentials(config: &StorageConfig) -> SharedCredentialsProvider {
+    match &config.static_key {
+        Some((id, secret)) => SharedCredentialsProvider::new(Credentials::new(
+            id,
+            secret.expose(),
+            None,
+            None,
+            "scaleout-environment",
+        )),
+        None => SharedCredentialsProvider::new(DefaultChain {
+            region: Region::new(config.region.clone()),
+            chain: tokio::sync::OnceCell::new(),
+        }),
+    }
+}
+
+fn build_client(
+    config: &StorageConfig,
+    endpoint: Option<&str>,
+    credentials: SharedCredentialsProvider,
+) -> aws_sdk_s3::Client {
     // Every call is bounded: a slow or absent object store must turn into a fast error,
     // not a request that hangs until the client gives up.
     let timeouts = TimeoutConfig::builder()

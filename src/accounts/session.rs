@@ -160,7 +160,14 @@ impl Sessions {
     /// Connects in the background: like every backing service, Redis may come up after us.
     pub fn new(config: &RedisConfig, redis: RedisClient) -> anyhow::Result<Self> {
         let timeout = config.timeout;
-        let pool = Builder::from_config(Config::from_url(config.url.expose())?)
+        let mut fred_config = Config::from_url(config.url.expose())?;
+        // `rediss://` is TLS already (the system's roots); REDIS_CA_FILE replaces those.
+        if fred_config.tls.is_some()
+            && let Some(tls) = redis.tls_config()?
+        {
+            fred_config.tls = Some(tls.into());
+        }
+        let pool = Builder::from_config(fred_config)
             .with_connection_config(|c| {
                 c.connection_timeout = timeout;
                 c.internal_command_timeout = timeout;

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `LOG_FORMAT` | `json` | `json` (one object per line, for log pipelines) or `pretty` (for a terminal) |
 //! | `RUST_LOG` | `info` | Filter, in tracing's `EnvFilter` syntax |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | no trace export | OTLP/HTTP collector base URL (`http://collector:4318`); spans go to `/v1/traces` |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | no trace export | OTLP/HTTP collector base URL, `http://` or `https://` (`http://collector:4318`); spans go to `/v1/traces` |
 
 use super::{ConfigError, Fallback, Reader, Source, Var, check_scheme};
 
@@ -22,7 +22,7 @@ pub const VARS: &[Var] = &[
     Var {
         name: "OTEL_EXPORTER_OTLP_ENDPOINT",
         default: Fallback::Unset("no trace export"),
-        about: "OTLP/HTTP collector base URL (`http://collector:4318`); spans go to `/v1/traces`",
+        about: "OTLP/HTTP collector base URL, `http://` or `https://` (`http://collector:4318`); spans go to `/v1/traces`",
     },
 ];
 
@@ -36,7 +36,7 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
-    /// OTLP/HTTP collector base URL (`http://collector:4318`); spans go to `/v1/traces`.
+    /// OTLP/HTTP collector base URL, `http://` or `https://` (`http://collector:4318`); spans go to `/v1/traces`.
     pub otlp_endpoint: Option<String>,
 }
 

@@ -4,6 +4,10 @@
 //! |---|---|---|
 //! | `REDIS_URL` | required | `redis://` or `rediss://`: state shared by every instance |
 //! | `REDIS_TIMEOUT_MS` | `1000` | Bound on connecting and on each command |
+//! | `REDIS_CA_FILE` | the system's trusted roots | PEM bundle of the CA that signed the server's certificate (`rediss://`), trusted instead of the system's roots |
+//!
+//! Redis 6.2 or later: the session store sets expiries with `SET ... EXAT`. The first
+//! connection checks the server's version and refuses an older one, naming what is missing.
 
 use std::time::Duration;
 
@@ -20,6 +24,11 @@ pub const VARS: &[Var] = &[
         default: Fallback::Value("1000"),
         about: "Bound on connecting and on each command",
     },
+    Var {
+        name: "REDIS_CA_FILE",
+        default: Fallback::Unset("the system's trusted roots"),
+        about: "PEM bundle of the CA that signed the server's certificate (`rediss://`), trusted instead of the system's roots",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -27,6 +36,8 @@ pub struct RedisConfig {
     pub url: Secret,
     /// Bound on connecting and on every command: Redis being away must never hang a request.
     pub timeout: Duration,
+    /// A private CA bundle for `rediss://`; read when the clients are made.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisConfig {
@@ -35,6 +46,7 @@ impl RedisConfig {
         Ok(Self {
             url: r.url("REDIS_URL", &["redis", "rediss"])?,
             timeout: r.duration("REDIS_TIMEOUT_MS", Duration::from_millis)?,
+            ca_file: r.raw("REDIS_CA_FILE").map(Into::into),
         })
     }
 }

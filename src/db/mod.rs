@@ -11,8 +11,10 @@
 //!   never fails a read.
 //! - `db.read_primary()`: the rare read that must see every committed write (login).
 //!
-//! A probe per instance measures each replica's lag in time and bytes; over a threshold, or
-//! unreachable, a replica gets no reads until it recovers.
+//! Several replicas (`DATABASE_REPLICA_URLS`) each get their own pool, probe and lag bound;
+//! plain reads spread over the healthy ones, and a user who just wrote reads from one that
+//! has replayed their write. A probe per instance measures each replica's lag in time and
+//! bytes; over a threshold, or unreachable, a replica gets no reads until it recovers.
 
 pub mod lsn;
 pub mod routing;
@@ -85,6 +87,8 @@ return 0";
 
 #[derive(Debug)]
 struct Replica {
+    /// `host:port`, the `replica` label of its metrics and logs.
+    name: String,
     pool: PgPool,
     /// Set by the probe; cleared at once when a query finds the replica unreachable.
     healthy: AtomicBool,
@@ -123,21 +127,21 @@ impl Db {
                 instance_id,
                 Role::Primary,
             )?);
-        let replica =
-            pool_options(config, config.replica_pool_max).connect_lazy_with(connect_options(
-                config,
-                config.replica_url.expose(),
-                instance_id,
-                Role::Replica,
-            )?);
-        Ok(Self(Arc::new(Inner {
-            primary,
-            replicas: vec![Replica {
-                pool: replica,
+        let mut replicas = Vec::with_capacity(config.replica_urls.len());
+        for url in &config.replica_urls {
+            let options = connect_options(config, url.expose(), instance_id, Role::Replica)?;
+            let name = format!("{}:{}", options.get_host(), options.get_port());
+            replicas.push(Replica {
+                name,
+                pool: pool_options(config, config.replica_pool_max).connect_lazy_with(options),
                 // Unknown until the first probe: no reads on a replica of unknown lag.
                 healthy: AtomicBool::new(false),
                 replayed: Mutex::new(None),
-            }],
+            });
+        }
+        Ok(Self(Arc::new(Inner {
+            primary,
+            replicas,
             redis,
             config: config.clone(),
             reads: AtomicUsize::new(0),
@@ -162,9 +166,24 @@ impl Db {
         &self.0.primary
     }
 
-    /// The (first) replica pool itself, whatever its health: for readiness checks and tests.
+    /// The (first) replica pool itself, whatever its health: for tests.
     pub fn replica(&self) -> &PgPool {
         &self.0.replicas[0].pool
+    }
+
+    /// Every replica's `host:port` name and pool, in configuration order, whatever their health.
+    pub fn replicas(&self) -> impl Iterator<Item = (&str, &PgPool)> {
+        self.0.replicas.iter().map(|r| (r.name.as_str(), &r.pool))
+    }
+
+    /// Whether every replica runs a statement (`/ready`'s replica check): one that does not
+    /// gets no reads, which degrades the instance without taking it out of rotation.
+    pub async fn replicas_answer(&self) -> Result<(), sqlx::Error> {
+        let checks = self.0.replicas.iter().map(|r| answers(&r.pool));
+        for result in futures_util::future::join_all(checks).await {
+            result?;
+        }
+        Ok(())
     }
 
     /// Runs `query` where `caller` should read (see the module doc).
@@ -331,7 +350,7 @@ impl Db {
         {
             Err(e) if is_unreachable(&e) => {
                 replica.healthy.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %e, "replica unreachable; reading the primary");
+                tracing::warn!(replica = %replica.name, error = %e, "replica unreachable; reading the primary");
                 count_read("primary", "failover");
                 query(self.0.primary.clone())
                     .instrument(timing::role_span("primary"))
@@ -339,6 +358,8 @@ impl Db {
             }
             result => {
                 count_read("replica", decision.reason.as_str());
+                metrics::counter!("db_replica_reads_total", "replica" => replica.name.clone())
+                    .increment(1);
                 result
             }
         }
@@ -374,8 +395,11 @@ impl Db {
                     } else {
                         *since_last_replay
                     };
-                    metrics::gauge!("db_replica_lag_seconds").set(lag_secs);
-                    metrics::gauge!("db_replica_lag_bytes").set(lag_bytes as f64);
+                    let name = replica.name.clone();
+                    metrics::gauge!("db_replica_lag_seconds", "replica" => name.clone())
+                        .set(lag_secs);
+                    metrics::gauge!("db_replica_lag_bytes", "replica" => name)
+                        .set(lag_bytes as f64);
                     if let Ok(mut cached) = replica.replayed.lock() {
                         *cached = Some((Instant::now(), *replayed));
                     }
@@ -385,30 +409,47 @@ impl Db {
                 Err(_) => false,
             };
             let was = replica.healthy.swap(healthy, Ordering::Relaxed);
-            metrics::gauge!("db_replica_healthy").set(if healthy { 1.0 } else { 0.0 });
+            metrics::gauge!("db_replica_healthy", "replica" => replica.name.clone())
+                .set(if healthy { 1.0 } else { 0.0 });
             if was != healthy {
+                let replica = replica.name.as_str();
                 match &measured {
                     Ok((_, lag_secs)) => {
-                        tracing::warn!(healthy, lag_secs, "replica health changed")
+                        tracing::warn!(replica, healthy, lag_secs, "replica health changed")
                     }
-                    Err(e) => tracing::warn!(healthy, error = %e, "replica health changed"),
+                    Err(e) => {
+                        tracing::warn!(replica, healthy, error = %e, "replica health changed")
+                    }
                 }
             }
         }
-        for (role, pool) in [("primary", &self.0.primary)]
-            .into_iter()
-            .chain(self.0.replicas.iter().map(|r| ("replica", &r.pool)))
-        {
-            metrics::gauge!("db_pool_connections", "role" => role, "state" => "idle")
+        // The primary's series carry no `replica` label; each replica's pool has its own.
+        for (role, labels, pool) in [("primary", vec![], &self.0.primary)].into_iter().chain(
+            self.0
+                .replicas
+                .iter()
+                .map(|r| ("replica", vec![("replica", r.name.clone())], &r.pool)),
+        ) {
+            let with = |extra: &[(&'static str, &'static str)]| {
+                let mut all: Vec<metrics::Label> = vec![metrics::Label::new("role", role)];
+                all.extend(
+                    labels
+                        .iter()
+                        .map(|(k, v)| metrics::Label::new(*k, v.clone())),
+                );
+                all.extend(extra.iter().map(|(k, v)| metrics::Label::new(*k, *v)));
+                all
+            };
+            metrics::gauge!("db_pool_connections", with(&[("state", "idle")]))
                 .set(pool.num_idle() as f64);
-            metrics::gauge!("db_pool_connections", "role" => role, "state" => "in_use")
+            metrics::gauge!("db_pool_connections", with(&[("state", "in_use")]))
                 .set((pool.size() as usize).saturating_sub(pool.num_idle()) as f64);
-            metrics::gauge!("db_pool_max_connections", "role" => role)
+            metrics::gauge!("db_pool_max_connections", with(&[]))
                 .set(f64::from(pool.options().get_max_connections()));
             // A sampled wait: how long this probe waited for a connection of each pool.
             let start = Instant::now();
             if pool.acquire().await.is_ok() {
-                metrics::histogram!("db_pool_acquire_seconds", "role" => role)
+                metrics::histogram!("db_pool_acquire_seconds", with(&[]))
                     .record(start.elapsed().as_secs_f64());
             }
         }

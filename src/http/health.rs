@@ -167,7 +167,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             "replica",
             timeout,
             tracing::Instrument::instrument(
-                crate::db::answers(state.db.replica()),
+                state.db.replicas_answer(),
                 crate::db::timing::role_span("replica"),
             ),
         ),

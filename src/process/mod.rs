@@ -1,5 +1,5 @@
-//! The process types of the one binary (12-factor): `serve`, `worker` and `migrate`, and the
-//! internal listener that `serve` and `worker` both run.
+//! The process types of the one binary (12-factor): `serve`, `worker` and `migrate`, the
+//! internal listener that `serve` and `worker` both run, and the container's `healthcheck`.
 //!
 //! They sit at the top of the dependency order (config, errors, db, storage, redis → domain
 //! modules → http → processes): nothing below imports from here. The start-up steps they share
@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+pub mod healthcheck;
 pub mod internal;
 pub mod migrate;
 pub mod seed;

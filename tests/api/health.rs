@@ -226,3 +226,53 @@ async fn the_metrics_listener_is_separate_and_labels_routes_by_template() {
         "metrics are not served on the public port"
     );
 }
+
+/// Runs the image's HEALTHCHECK command, `scaleout healthcheck`, against `internal`.
+async fn healthcheck(internal: std::net::SocketAddr) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_scaleout"))
+        .arg("healthcheck")
+        .env_clear()
+        .env("SCALEOUT_METRICS_ADDR", internal.to_string())
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_follows_the_instance_health() {
+    let mut app = spawn_app_with(&[("SHUTDOWN_DRAIN_SECS", "5")]).await;
+    let internal = app.internal_addr;
+
+    let healthy = healthcheck(internal).await;
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+
+    // Draining: /health answers 503, and the container turns unhealthy (exit 1).
+    app.signal_shutdown();
+    let draining = eventually(
+        "healthcheck fails while draining",
+        Duration::from_secs(5),
+        || async {
+            let output = healthcheck(internal).await;
+            (output.status.code() == Some(1)).then_some(output)
+        },
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&draining.stderr).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&draining.stderr)
+    );
+
+    // Stopped: nothing listens, still 1, and promptly (the probe's own 2 s bound).
+    let _ = tokio::time::timeout(Duration::from_secs(60), app.stopped)
+        .await
+        .expect("stops after the drain");
+    let started = std::time::Instant::now();
+    let gone = healthcheck(internal).await;
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
