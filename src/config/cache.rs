@@ -86,9 +86,11 @@ impl CacheConfig {
             });
         }
         let config = Self {
+            // The same CA bundle (REDIS_CA_FILE): one private CA signs both servers, if any.
             redis: RedisConfig {
                 url,
                 timeout: redis.timeout,
+                ca_file: redis.ca_file.clone(),
             },
             enabled: r.parse("STATS_CACHE_ENABLED")?,
             ttl: r.duration("STATS_CACHE_TTL_SECS", Duration::from_secs)?,
@@ -117,6 +119,7 @@ mod tests {
         RedisConfig {
             url: Secret::new("redis://shared"),
             timeout: Duration::from_millis(100),
+            ca_file: None,
         }
     }
 
