@@ -234,6 +234,15 @@ impl Policy {
         }
     }
 
+    /// Whether a route under this policy counts its callers by client address even when they
+    /// are signed in. Signup and login are for callers without an account to speak for them:
+    /// counted by the session's account, each signup's new session would bring a fresh
+    /// allowance for the next. (The password policy counts by account, except on the reset
+    /// routes, which ask for it by address: `http::rate_limit::RoutePolicy::by_address`.)
+    pub fn by_address(self) -> bool {
+        matches!(self, Self::Signup | Self::Login)
+    }
+
     /// What the policy does while Redis is away. Signup and login fail closed: they are what
     /// credential stuffing and account farming hammer, and a per-instance allowance would
     /// multiply by the instances an attacker spreads over. Everything else keeps being served

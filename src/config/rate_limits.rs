@@ -8,7 +8,7 @@
 //! | `RATE_LIMIT_INSTANCES` | `1` | How many instances serve the API: while Redis is away each decides alone, at each policy's quota over this |
 //! | `RATE_LIMIT_ANONYMOUS` | `300/60` | Every API request without a session, per client address |
 //! | `RATE_LIMIT_USER` | `600/60` | Every API request with a session, per account |
-//! | `RATE_LIMIT_SIGNUP` | `10/600` | Signups per client address (fails closed while Redis is away) |
+//! | `RATE_LIMIT_SIGNUP` | `20/3600` | Signups per client address, taken email or not (fails closed while Redis is away) |
 //! | `RATE_LIMIT_LOGIN` | `20/60` | Logins per client address (fails closed while Redis is away) |
 //! | `RATE_LIMIT_PASSWORD` | `10/600` | Password checks (reset request and confirmation, change, account deletion) per account, or per address without a session |
 //! | `RATE_LIMIT_UPLOADS` | `60/60` | Uploads started (streamed, direct, avatar) per account |
@@ -41,8 +41,8 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "RATE_LIMIT_SIGNUP",
-        default: Fallback::Value("10/600"),
-        about: "Signups per client address (fails closed while Redis is away)",
+        default: Fallback::Value("20/3600"),
+        about: "Signups per client address, taken email or not (fails closed while Redis is away)",
     },
     Var {
         name: "RATE_LIMIT_LOGIN",
