@@ -104,6 +104,23 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
     enforce(&state.rate_limiter, policy, &key, request, next).await
 }
 
+/// The anonymous limit by client address alone, for the operations under `/api/v1` that
+/// have no session layer (the service information, the plans): they never read or set a
+/// cookie (the plans are kept by shared caches), so every caller counts as anonymous, by
+/// address, against the same counter as its anonymous requests to the other routes.
+pub async fn by_address(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.rate_limiter.enabled() {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let key = match ClientIp::from_request_parts(&mut parts, &state).await {
+        Ok(ClientIp(ip)) => format!("a:{ip}"),
+        Err(e) => return e.into_response(),
+    };
+    let request = Request::from_parts(parts, body);
+    enforce(&state.rate_limiter, Policy::Anonymous, &key, request, next).await
+}
+
 /// A route's own policy, for requests of one method (the route's other methods pass
 /// untouched), applied where the route is defined:
 /// see [`limited`].
@@ -213,7 +230,7 @@ async fn enforce(
     response
 }
 
-/// Documents the 429 every limited operation (everything under `/api/v1/`) may answer, with
+/// Documents the 429 every limited operation (everything under `/api/v1`) may answer, with
 /// its `Retry-After`, on the operations whose annotations do not already say when they answer
 /// 429 (their own counters: logins, signups). The shape is the signup's own 429, written once
 /// in its annotation.
@@ -234,7 +251,7 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi) {
             "Over a rate limit (see the RateLimit and RateLimit-Policy headers); retry after Retry-After seconds".into();
     }
     for (path, item) in &mut doc.paths.paths {
-        if !path.starts_with("/api/v1/") {
+        if path != "/api/v1" && !path.starts_with("/api/v1/") {
             continue;
         }
         let operations = [
