@@ -201,12 +201,12 @@ impl AuthConfig {
             login_backoff_after_failures_per_account: count(
                 "LOGIN_BACKOFF_AFTER_FAILURES_PER_ACCOUNT",
             )?,
-            login_backoff_base: r.duration("LOGIN_BACKOFF_BASE_MS", Duration::from_millis)?,
-            login_backoff_max: r.duration("LOGIN_BACKOFF_MAX_SECS", Duration::from_secs)?,
-            login_failure_window: r.duration("LOGIN_FAILURE_WINDOW_SECS", Duration::from_secs)?,
+            login_backoff_base: r.window("LOGIN_BACKOFF_BASE_MS", Duration::from_millis)?,
+            login_backoff_max: r.window("LOGIN_BACKOFF_MAX_SECS", Duration::from_secs)?,
+            login_failure_window: r.window("LOGIN_FAILURE_WINDOW_SECS", Duration::from_secs)?,
             email_change_max_per_user: count("EMAIL_CHANGE_MAX_PER_USER")?,
             email_change_max_per_address: count("EMAIL_CHANGE_MAX_PER_ADDRESS")?,
-            email_change_window: r.duration("EMAIL_CHANGE_WINDOW_SECS", Duration::from_secs)?,
+            email_change_window: r.window("EMAIL_CHANGE_WINDOW_SECS", Duration::from_secs)?,
         })
     }
 }
@@ -223,6 +223,18 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_wait_longer_than_a_year_is_refused_at_start() {
+        let env: std::collections::HashMap<String, String> = [(
+            "LOGIN_BACKOFF_MAX_SECS".to_owned(),
+            "100000000000".to_owned(),
+        )]
+        .into();
+        let error = AuthConfig::from_source(&env).expect_err("refused");
+        assert_eq!(error.var, "LOGIN_BACKOFF_MAX_SECS");
+        assert!(error.problem.contains("at most"), "{}", error.problem);
+    }
 
     #[test]
     fn trusted_proxies_take_networks_and_plain_addresses() {

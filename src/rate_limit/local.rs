@@ -13,11 +13,11 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::NoOpMiddleware;
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
-use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::StateStore;
-use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{Quota, RateLimiter};
 
 use super::Decision;
@@ -130,7 +130,11 @@ impl Local {
                 Decision {
                     allowed: true,
                     remaining: u64::from(remaining),
-                    reset_secs: reset.as_millis().div_ceil(1000).try_into().unwrap_or(u64::MAX),
+                    reset_secs: reset
+                        .as_millis()
+                        .div_ceil(1000)
+                        .try_into()
+                        .unwrap_or(u64::MAX),
                     retry_after_secs: 0,
                 }
             }
@@ -145,7 +149,11 @@ impl Local {
                 Decision {
                     allowed: false,
                     remaining: 0,
-                    reset_secs: reset.as_millis().div_ceil(1000).try_into().unwrap_or(u64::MAX),
+                    reset_secs: reset
+                        .as_millis()
+                        .div_ceil(1000)
+                        .try_into()
+                        .unwrap_or(u64::MAX),
                     retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
                 }
             }
@@ -224,7 +232,10 @@ mod tests {
         let first = local.check("a:1");
         assert!(first.allowed);
         assert_eq!(first.remaining, 1);
-        assert_eq!(first.reset_secs, 30, "one request used: back in one interval");
+        assert_eq!(
+            first.reset_secs, 30,
+            "one request used: back in one interval"
+        );
         local.check("a:1");
         let refused = local.check("a:1");
         assert!(!refused.allowed);

@@ -23,7 +23,6 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-
 use crate::config::rate_limits::{PolicyLimit, RateLimitsConfig};
 use crate::redis_client::{RedisClient, RedisError};
 
