@@ -306,3 +306,86 @@ async fn without_redis_reads_are_limited_per_instance_at_the_quota_over_the_inst
     );
     assert!(after > before, "the fallback's refusal is counted");
 }
+
+#[tokio::test]
+async fn the_password_uploads_and_invitations_policies_each_refuse_past_their_quota() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_PASSWORD", "1/3600"),
+        ("RATE_LIMIT_UPLOADS", "1/3600"),
+        ("RATE_LIMIT_INVITATIONS", "1/3600"),
+    ])
+    .await;
+    let mut api = Api {
+        client: client_from(loopback_address()),
+        ..Api::new(app.url(""))
+    };
+    assert_eq!(
+        api.signup(&TestUser::new()).await.status(),
+        StatusCode::CREATED
+    );
+    let org = uuid::Uuid::new_v4();
+    let routes = [
+        (Method::PUT, "/me/password".to_owned(), "password"),
+        (Method::POST, "/files/uploads".to_owned(), "uploads"),
+        (
+            Method::POST,
+            format!("/orgs/{org}/invitations"),
+            "invitations",
+        ),
+    ];
+    for (method, path, policy) in routes {
+        // The policy counts before the route looks at the request: an empty body is enough.
+        let send = || {
+            api.send(
+                api.request(method.clone(), &path)
+                    .json(&serde_json::json!({})),
+            )
+        };
+        let first = send().await;
+        assert_ne!(first.status(), StatusCode::TOO_MANY_REQUESTS, "{policy}");
+        assert_eq!(remaining(&first, policy), Some(0), "{policy}");
+
+        let refused = send().await;
+
+        assert_eq!(
+            refused.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{policy} past its quota"
+        );
+        assert_eq!(remaining(&refused, policy), Some(0), "{policy}");
+        assert!(retry_after(&refused).is_some_and(|s| s >= 1), "{policy}");
+    }
+}
+
+#[tokio::test]
+async fn password_resets_count_by_address_whatever_session_comes_along() {
+    let app = spawn_app_with(&[("RATE_LIMIT_PASSWORD", "1/3600")]).await;
+    let address = loopback_address();
+    let user = TestUser::new();
+    let mut signed_in = Api {
+        client: client_from(address),
+        ..Api::new(app.url(""))
+    };
+    assert_eq!(signed_in.signup(&user).await.status(), StatusCode::CREATED);
+    async fn reset(api: &Api, email: &str) -> reqwest::Response {
+        api.send(
+            api.request(Method::POST, "/auth/password-reset")
+                .json(&serde_json::json!({ "email": email })),
+        )
+        .await
+    }
+    let with_session = reset(&signed_in, &user.email).await;
+    assert_eq!(with_session.status(), StatusCode::ACCEPTED);
+    let anonymous = Api {
+        client: client_from(address),
+        ..Api::new(app.url(""))
+    };
+
+    let refused = reset(&anonymous, &user.email).await;
+
+    assert_eq!(
+        refused.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same address, with or without a session, has one allowance"
+    );
+}
