@@ -130,11 +130,7 @@ impl Local {
                 Decision {
                     allowed: true,
                     remaining: u64::from(remaining),
-                    reset_secs: reset
-                        .as_millis()
-                        .div_ceil(1000)
-                        .try_into()
-                        .unwrap_or(u64::MAX),
+                    reset_secs: whole_secs(reset),
                     retry_after_secs: 0,
                 }
             }
@@ -149,12 +145,8 @@ impl Local {
                 Decision {
                     allowed: false,
                     remaining: 0,
-                    reset_secs: reset
-                        .as_millis()
-                        .div_ceil(1000)
-                        .try_into()
-                        .unwrap_or(u64::MAX),
-                    retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
+                    reset_secs: whole_secs(reset),
+                    retry_after_secs: whole_secs(wait).max(1),
                 }
             }
         }
@@ -164,6 +156,14 @@ impl Local {
     fn keys(&self) -> usize {
         self.limiter.len()
     }
+}
+
+/// Seconds, rounded up: a quota back in 200 µs is back in 1 s, not 0.
+fn whole_secs(d: std::time::Duration) -> u64 {
+    d.as_nanos()
+        .div_ceil(1_000_000_000)
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 /// The local share of a limit: the quota over the instances (at least 1), in the same window.
@@ -240,5 +240,9 @@ mod tests {
         let refused = local.check("a:1");
         assert!(!refused.allowed);
         assert!((30..=60).contains(&refused.reset_secs), "{refused:?}");
+
+        // A large quota's interval is well under a second: still a reset of at least one.
+        let busy = Local::new(limit(1_000_000, 60), 3);
+        assert_eq!(busy.check("a:1").reset_secs, 1);
     }
 }
