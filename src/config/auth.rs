@@ -14,8 +14,6 @@
 //! | `LOGIN_BACKOFF_BASE_MS` | `1000` | The first wait past the per-account ceiling |
 //! | `LOGIN_BACKOFF_MAX_SECS` | `300` | The longest wait past the per-account ceiling |
 //! | `LOGIN_FAILURE_WINDOW_SECS` | `900` | The window failed password checks are counted in |
-//! | `SIGNUP_MAX_PER_ADDRESS` | `20` | Signups (taken email or not) allowed per client address within the window; then 429 |
-//! | `SIGNUP_WINDOW_SECS` | `3600` | The window signups are counted in |
 //! | `EMAIL_CHANGE_MAX_PER_USER` | `10` | Email changes (taken email or not) allowed per account within the window; then 429 |
 //! | `EMAIL_CHANGE_MAX_PER_ADDRESS` | `20` | Email changes allowed per client address within the window; then 429 |
 //! | `EMAIL_CHANGE_WINDOW_SECS` | `3600` | The window email changes are counted in |
@@ -83,16 +81,6 @@ pub const VARS: &[Var] = &[
         about: "The window failed password checks are counted in",
     },
     Var {
-        name: "SIGNUP_MAX_PER_ADDRESS",
-        default: Fallback::Value("20"),
-        about: "Signups (taken email or not) allowed per client address within the window; then 429",
-    },
-    Var {
-        name: "SIGNUP_WINDOW_SECS",
-        default: Fallback::Value("3600"),
-        about: "The window signups are counted in",
-    },
-    Var {
         name: "EMAIL_CHANGE_MAX_PER_USER",
         default: Fallback::Value("10"),
         about: "Email changes (taken email or not) allowed per account within the window; then 429",
@@ -128,8 +116,6 @@ pub struct AuthConfig {
     pub login_backoff_base: Duration,
     pub login_backoff_max: Duration,
     pub login_failure_window: Duration,
-    pub signup_max_per_address: u64,
-    pub signup_window: Duration,
     pub email_change_max_per_user: u64,
     pub email_change_max_per_address: u64,
     pub email_change_window: Duration,
@@ -156,7 +142,7 @@ fn parse_networks(var: &'static str, value: &str) -> Result<Vec<IpNet>, ConfigEr
 /// Variables this version no longer reads, and what replaced them. Ignoring them silently would
 /// be dangerous: with `TRUST_PROXY_HEADERS` kept and `TRUSTED_PROXIES` unset, every client would
 /// share nginx's address, and one address's limits would apply to everyone.
-pub(super) const REMOVED: [(&str, &str); 2] = [
+pub(super) const REMOVED: [(&str, &str); 4] = [
     (
         "TRUST_PROXY_HEADERS",
         "no longer read: list the proxies' networks in TRUSTED_PROXIES instead",
@@ -164,6 +150,14 @@ pub(super) const REMOVED: [(&str, &str); 2] = [
     (
         "LOGIN_MAX_FAILURES_PER_ACCOUNT",
         "no longer read: see LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS and LOGIN_BACKOFF_AFTER_FAILURES_PER_ACCOUNT",
+    ),
+    (
+        "SIGNUP_MAX_PER_ADDRESS",
+        "no longer read: signups per client address are RATE_LIMIT_SIGNUP (QUOTA/WINDOW_SECS)",
+    ),
+    (
+        "SIGNUP_WINDOW_SECS",
+        "no longer read: signups per client address are RATE_LIMIT_SIGNUP (QUOTA/WINDOW_SECS)",
     ),
 ];
 
@@ -207,14 +201,12 @@ impl AuthConfig {
             login_backoff_after_failures_per_account: count(
                 "LOGIN_BACKOFF_AFTER_FAILURES_PER_ACCOUNT",
             )?,
-            login_backoff_base: r.duration("LOGIN_BACKOFF_BASE_MS", Duration::from_millis)?,
-            login_backoff_max: r.duration("LOGIN_BACKOFF_MAX_SECS", Duration::from_secs)?,
-            login_failure_window: r.duration("LOGIN_FAILURE_WINDOW_SECS", Duration::from_secs)?,
-            signup_max_per_address: count("SIGNUP_MAX_PER_ADDRESS")?,
-            signup_window: r.duration("SIGNUP_WINDOW_SECS", Duration::from_secs)?,
+            login_backoff_base: r.window("LOGIN_BACKOFF_BASE_MS", Duration::from_millis)?,
+            login_backoff_max: r.window("LOGIN_BACKOFF_MAX_SECS", Duration::from_secs)?,
+            login_failure_window: r.window("LOGIN_FAILURE_WINDOW_SECS", Duration::from_secs)?,
             email_change_max_per_user: count("EMAIL_CHANGE_MAX_PER_USER")?,
             email_change_max_per_address: count("EMAIL_CHANGE_MAX_PER_ADDRESS")?,
-            email_change_window: r.duration("EMAIL_CHANGE_WINDOW_SECS", Duration::from_secs)?,
+            email_change_window: r.window("EMAIL_CHANGE_WINDOW_SECS", Duration::from_secs)?,
         })
     }
 }
@@ -231,6 +223,18 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_wait_longer_than_a_year_is_refused_at_start() {
+        let env: std::collections::HashMap<String, String> = [(
+            "LOGIN_BACKOFF_MAX_SECS".to_owned(),
+            "100000000000".to_owned(),
+        )]
+        .into();
+        let error = AuthConfig::from_source(&env).expect_err("refused");
+        assert_eq!(error.var, "LOGIN_BACKOFF_MAX_SECS");
+        assert!(error.problem.contains("at most"), "{}", error.problem);
+    }
 
     #[test]
     fn trusted_proxies_take_networks_and_plain_addresses() {

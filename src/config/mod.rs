@@ -257,6 +257,24 @@ impl<'a> Reader<'a> {
         Ok(unit(positive(var, self.parse(var)?)?))
     }
 
+    /// A [`duration`](Self::duration) of at most [`MAX_WINDOW`]: for the windows and waits
+    /// Redis keeps keys for, where a larger value would overflow a millisecond count or reach
+    /// Redis as a number in exponent notation, which it refuses at every request.
+    fn window(
+        &self,
+        var: &'static str,
+        unit: fn(u64) -> Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.duration(var, unit)?;
+        if value > MAX_WINDOW {
+            return Err(ConfigError {
+                var,
+                problem: format!("must be at most {} seconds (a year)", MAX_WINDOW.as_secs()),
+            });
+        }
+        Ok(value)
+    }
+
     fn positive(&self, var: &'static str) -> Result<u32, ConfigError> {
         positive(var, self.parse(var)?)
     }
@@ -283,6 +301,9 @@ where
         problem: format!("cannot parse {value:?}: {e}"),
     })
 }
+
+/// The longest window or wait a limit may have (see `Reader::window`).
+pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn positive<T: PartialEq + From<u8>>(var: &'static str, n: T) -> Result<T, ConfigError> {
     if n == T::from(0) {

@@ -1,6 +1,7 @@
 //! Rate limits (`scaleout serve`): the API's request policies, each a quota of requests per
 //! window, decided in Redis for the whole fleet (GCRA: up to the quota at once, then one more
-//! each window/quota). Written `QUOTA/WINDOW_SECS`: `300/60` is 300 requests a minute.
+//! each window/quota). Written `QUOTA/WINDOW_SECS`: `300/60` is 300 requests a minute; the
+//! window is at most a year, the quota at most one request per microsecond of it.
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -8,7 +9,7 @@
 //! | `RATE_LIMIT_INSTANCES` | `1` | How many instances serve the API: while Redis is away each decides alone, at each policy's quota over this |
 //! | `RATE_LIMIT_ANONYMOUS` | `300/60` | Every API request without a session, per client address |
 //! | `RATE_LIMIT_USER` | `600/60` | Every API request with a session, per account |
-//! | `RATE_LIMIT_SIGNUP` | `10/600` | Signups per client address (fails closed while Redis is away) |
+//! | `RATE_LIMIT_SIGNUP` | `20/3600` | Signups per client address, taken email or not (fails closed while Redis is away) |
 //! | `RATE_LIMIT_LOGIN` | `20/60` | Logins per client address (fails closed while Redis is away) |
 //! | `RATE_LIMIT_PASSWORD` | `10/600` | Password checks (reset request and confirmation, change, account deletion) per account, or per address without a session |
 //! | `RATE_LIMIT_UPLOADS` | `60/60` | Uploads started (streamed, direct, avatar) per account |
@@ -41,8 +42,8 @@ pub const VARS: &[Var] = &[
     },
     Var {
         name: "RATE_LIMIT_SIGNUP",
-        default: Fallback::Value("10/600"),
-        about: "Signups per client address (fails closed while Redis is away)",
+        default: Fallback::Value("20/3600"),
+        about: "Signups per client address, taken email or not (fails closed while Redis is away)",
     },
     Var {
         name: "RATE_LIMIT_LOGIN",
@@ -84,6 +85,20 @@ impl std::str::FromStr for PolicyLimit {
         let window: u64 = window.trim().parse().map_err(|_| form)?;
         if quota == 0 || window == 0 {
             return Err("the quota and the window must be greater than zero".into());
+        }
+        // Bounds that keep the arithmetic exact: the window in microseconds (and its sum with
+        // the clock) well inside a double's 2^53 in the Redis script, and whole keys' expiries
+        // written as plain integers; at most one request per microsecond, the script's unit.
+        let max_window = super::MAX_WINDOW.as_secs();
+        if window > max_window {
+            return Err(format!(
+                "the window must be at most {max_window} seconds (a year)"
+            ));
+        }
+        if u64::from(quota) > window * 1_000_000 {
+            return Err(
+                "the quota must be at most one request per microsecond of the window".into(),
+            );
         }
         Ok(Self {
             quota,
@@ -151,7 +166,19 @@ mod tests {
         let limit: PolicyLimit = "300/60".parse().expect("valid");
         assert_eq!(limit.quota, 300);
         assert_eq!(limit.window, Duration::from_secs(60));
-        for bad in ["300", "0/60", "10/0", "ten/60", "10/60s", ""] {
+        let year = super::super::MAX_WINDOW.as_secs();
+        assert!(format!("1/{year}").parse::<PolicyLimit>().is_ok());
+        for bad in [
+            "300",
+            "0/60",
+            "10/0",
+            "ten/60",
+            "10/60s",
+            "",
+            &format!("1/{}", year + 1),
+            "1/18446744073709551615",
+            "4000000000/1",
+        ] {
             assert!(bad.parse::<PolicyLimit>().is_err(), "{bad:?}");
         }
     }

@@ -100,7 +100,9 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         // Rate limits: the one place the API's general limit is applied (routes add their
         // own tighter policies where they are defined). Inside the session, so a signed-in
         // caller counts by account; outside everything that does work for the request, so a
-        // refused request costs one Redis round trip and nothing else. Layers that shape
+        // refused request costs the cross-site check (no I/O), reading its session (a Redis
+        // read, when it carries a cookie) and the limit's own Redis round trip: no database,
+        // no handler. Layers that shape
         // answers (caching, compression) belong outside this one, so they see the limit's
         // headers like any others.
         .layer(axum::middleware::from_fn_with_state(
@@ -124,7 +126,12 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
                 .routes(routes!(service_info))
                 // Anonymous and outside the session layer: it never sets a cookie, so shared
                 // caches may keep it.
-                .merge(routes::plans::router()),
+                .merge(routes::plans::router())
+                // Limited like any anonymous request, by address (no session to read here).
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    rate_limit::by_address,
+                )),
         )
         .layer(defaults);
     let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

@@ -461,7 +461,7 @@ async fn probe(api: &Api, email: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn signups_are_limited_per_address_taken_email_or_not() {
-    let app = spawn_app_with(&[("SIGNUP_MAX_PER_ADDRESS", "3")]).await;
+    let app = spawn_app_with(&[("RATE_LIMIT_SIGNUP", "3/3600")]).await;
     let taken = TestUser::new();
     signed_up(&app.url(""), &taken).await;
     let prober = Api::new(app.url(""));

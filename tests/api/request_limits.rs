@@ -133,6 +133,56 @@ async fn a_refused_signup_creates_nothing_and_names_both_policies() {
 }
 
 #[tokio::test]
+async fn signups_count_by_address_even_with_the_previous_signups_session() {
+    let app = spawn_app_with(&[("RATE_LIMIT_SIGNUP", "2/3600")]).await;
+    // One client that keeps each signup's session cookie and sends it with the next.
+    let mut api = Api {
+        client: client_from(loopback_address()),
+        ..Api::new(app.url(""))
+    };
+    let first = api.signup(&TestUser::new()).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let second = api.signup(&TestUser::new()).await;
+    assert_eq!(second.status(), StatusCode::CREATED);
+    assert!(api.cookie.is_some(), "signed in as the second account");
+    let user = TestUser::new();
+
+    let third = api.signup(&user).await;
+
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(remaining(&third, "signup"), Some(0));
+    assert_eq!(users_with_email(&app.state, &user.email).await, 0);
+}
+
+#[tokio::test]
+async fn the_plans_and_the_service_root_are_limited_by_address_without_a_session() {
+    let app = spawn_app_with(&[("RATE_LIMIT_ANONYMOUS", "2/60")]).await;
+    let api = Api::new(app.url(""));
+
+    let plans = api.send(api.request(Method::GET, "/plans")).await;
+    assert_eq!(plans.status(), StatusCode::OK);
+    assert_eq!(
+        members(&plans, "ratelimit-policy"),
+        ["\"anonymous\";q=2;w=60"]
+    );
+    assert_eq!(remaining(&plans, "anonymous"), Some(1));
+    assert!(
+        plans.headers().get("set-cookie").is_none(),
+        "no session: shared caches keep the plans"
+    );
+    // The service root counts against the same allowance.
+    let root = api.send(api.request(Method::GET, "")).await;
+    assert_eq!(root.status(), StatusCode::OK);
+    assert_eq!(remaining(&root, "anonymous"), Some(0));
+
+    let refused = api.send(api.request(Method::GET, "/plans")).await;
+
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry_after(&refused).is_some_and(|s| s >= 1));
+    assert!(refused.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test]
 async fn signed_in_users_count_by_account_not_by_their_shared_address() {
     let app = spawn_app_with(&[("RATE_LIMIT_USER", "3/60")]).await;
     let address = loopback_address();
@@ -255,4 +305,87 @@ async fn without_redis_reads_are_limited_per_instance_at_the_quota_over_the_inst
         &[("policy", "anonymous"), ("result", "fallback_limited")],
     );
     assert!(after > before, "the fallback's refusal is counted");
+}
+
+#[tokio::test]
+async fn the_password_uploads_and_invitations_policies_each_refuse_past_their_quota() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_PASSWORD", "1/3600"),
+        ("RATE_LIMIT_UPLOADS", "1/3600"),
+        ("RATE_LIMIT_INVITATIONS", "1/3600"),
+    ])
+    .await;
+    let mut api = Api {
+        client: client_from(loopback_address()),
+        ..Api::new(app.url(""))
+    };
+    assert_eq!(
+        api.signup(&TestUser::new()).await.status(),
+        StatusCode::CREATED
+    );
+    let org = uuid::Uuid::new_v4();
+    let routes = [
+        (Method::PUT, "/me/password".to_owned(), "password"),
+        (Method::POST, "/files/uploads".to_owned(), "uploads"),
+        (
+            Method::POST,
+            format!("/orgs/{org}/invitations"),
+            "invitations",
+        ),
+    ];
+    for (method, path, policy) in routes {
+        // The policy counts before the route looks at the request: an empty body is enough.
+        let send = || {
+            api.send(
+                api.request(method.clone(), &path)
+                    .json(&serde_json::json!({})),
+            )
+        };
+        let first = send().await;
+        assert_ne!(first.status(), StatusCode::TOO_MANY_REQUESTS, "{policy}");
+        assert_eq!(remaining(&first, policy), Some(0), "{policy}");
+
+        let refused = send().await;
+
+        assert_eq!(
+            refused.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{policy} past its quota"
+        );
+        assert_eq!(remaining(&refused, policy), Some(0), "{policy}");
+        assert!(retry_after(&refused).is_some_and(|s| s >= 1), "{policy}");
+    }
+}
+
+#[tokio::test]
+async fn password_resets_count_by_address_whatever_session_comes_along() {
+    let app = spawn_app_with(&[("RATE_LIMIT_PASSWORD", "1/3600")]).await;
+    let address = loopback_address();
+    let user = TestUser::new();
+    let mut signed_in = Api {
+        client: client_from(address),
+        ..Api::new(app.url(""))
+    };
+    assert_eq!(signed_in.signup(&user).await.status(), StatusCode::CREATED);
+    async fn reset(api: &Api, email: &str) -> reqwest::Response {
+        api.send(
+            api.request(Method::POST, "/auth/password-reset")
+                .json(&serde_json::json!({ "email": email })),
+        )
+        .await
+    }
+    let with_session = reset(&signed_in, &user.email).await;
+    assert_eq!(with_session.status(), StatusCode::ACCEPTED);
+    let anonymous = Api {
+        client: client_from(address),
+        ..Api::new(app.url(""))
+    };
+
+    let refused = reset(&anonymous, &user.email).await;
+
+    assert_eq!(
+        refused.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same address, with or without a session, has one allowance"
+    );
 }

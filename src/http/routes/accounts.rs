@@ -257,17 +257,9 @@ async fn signup(
     session: Session,
     AppJson(body): AppJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
-    // Every signup counts, taken email or not: a 409 tells whether an email has an account,
-    // so this bounds how many emails one address can test.
-    let auth = &state.config.auth;
-    let per_address = Limit {
-        key: format!("ratelimit:signup:address:{ip}"),
-        max: auth.signup_max_per_address,
-        window: auth.signup_window,
-    };
-    if let Some(retry_after_secs) = per_address.hit(&state.redis).await? {
-        return Err(ApiError::RateLimited { retry_after_secs });
-    }
+    // Every signup counts, taken email or not (a 409 tells whether an email has an account):
+    // the `signup` policy around this route counts each one per client address before it
+    // gets here, and fails closed while Redis is away.
     if let Some(existing) = repo::credentials_by_email(state.db.read_primary(), &body.email).await?
     {
         // A retry of a signup whose account was committed: the same password logs in. This is

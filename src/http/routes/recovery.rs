@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::error::responses::{CrossSite, InvalidFields, JsonBody, Unavailable};
 use crate::http::client_ip::ClientIp;
 use crate::http::json::{AppJson, Check, Validate};
-use crate::http::rate_limit::limited;
+use crate::http::rate_limit::{RoutePolicy, limited_as};
 use crate::jobs::{self, Job, password_reset_email::PasswordResetEmail};
 use crate::rate_limit::{Limit, Policy};
 
@@ -48,7 +48,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(confirm_password_reset));
     OpenApiRouter::new()
         .routes(routes!(verify_email))
-        .merge(limited(reset, Policy::Password, Method::POST))
+        // By address: these are for callers who cannot sign in, whatever cookie they send.
+        .merge(limited_as(
+            reset,
+            RoutePolicy::new(Policy::Password, Method::POST).by_address(),
+        ))
 }
 
 fn token_rule(token: &str) -> Result<(), &'static str> {

@@ -1,177 +1,30 @@
-//! Fixed-window counters in Redis, shared by every instance: a limit holds for the whole
+//! Rate limits, decided in Redis and shared by every instance: a limit holds for the whole
 //! deployment, not per process (three instances do not triple the allowance).
+//!
+//! The API's request policies ([`RateLimiter`], [`Policy`]) are GCRA: one decision per script
+//! call, here; while Redis is away, a limiter in each instance's memory decides instead
+//! (`local`). The account routes' older counters (failed password checks, email changes) are
+//! in `counters`.
+//!
+//! Written here rather than taken from a crate: the Redis GCRA crates (redis-rate,
+//! tower-rate-limit-redis, throttle-kit) each open their own connection or bring their own
+//! tower layer, so none goes through `RedisClient::bounded` (the deadline every Redis call here
+//! has), none reports what the draft headers need (remaining and reset) together with the
+//! decision, and none has a fallback for an outage. The algorithm itself is a dozen lines of Lua.
+//! The in-memory limiter used while Redis is away is `governor`'s.
 
-use std::time::Duration;
+mod counters;
+mod local;
 
-use crate::redis_client::{RedisClient, RedisError};
+pub use counters::{Backoff, Limit};
 
-/// A counter key and its limit within a window.
-#[derive(Debug, Clone)]
-pub struct Limit {
-    pub key: String,
-    pub max: u64,
-    pub window: Duration,
-}
-
-/// KEYS: the counter. ARGV: the window in seconds. Returns the count and the seconds left.
-/// The window starts at the first hit: the expiry is set only on a counter without one (what
-/// `EXPIRE ... NX` does, which needs Redis 7; a script works on 6 too, atomically).
-const HIT_SCRIPT: &str = r"
-local n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {n, ttl}
-";
-
-impl Limit {
-    /// Counts one attempt and says whether it is over the limit (with the seconds until the
-    /// window resets). Counting before the work, not after, means concurrent attempts cannot
-    /// all slip under the limit while the first ones are still being checked.
-    pub async fn hit(&self, redis: &RedisClient) -> Result<Option<u64>, RedisError> {
-        let mut conn = redis.conn().await?;
-        let secs = self.window.as_secs().max(1);
-        let (count, ttl): (u64, i64) = redis
-            .bounded(
-                redis::Script::new(HIT_SCRIPT)
-                    .key(&self.key)
-                    .arg(secs)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok((count > self.max).then(|| ttl.max(1) as u64))
-    }
-
-    /// Gives back one attempt (a successful one, that should not count against an address).
-    pub async fn release(&self, redis: &RedisClient) -> Result<(), RedisError> {
-        let mut conn = redis.conn().await?;
-        redis
-            .bounded(
-                redis::cmd("DECR")
-                    .arg(&self.key)
-                    .query_async::<()>(&mut conn),
-            )
-            .await
-    }
-
-    pub async fn reset(&self, redis: &RedisClient) -> Result<(), RedisError> {
-        let mut conn = redis.conn().await?;
-        redis
-            .bounded(
-                redis::cmd("DEL")
-                    .arg(&self.key)
-                    .query_async::<()>(&mut conn),
-            )
-            .await
-    }
-}
-
-/// A ceiling that slows attempts down instead of refusing them until a window ends: up to
-/// `after` attempts within `window` pass freely; past it, one attempt may pass per wait, and
-/// each attempt that passes doubles the next wait (from `base`, at most `max`). Attempts
-/// refused while waiting do not count, so hammering does not lengthen the wait: the owner of
-/// an account under a distributed attack still gets in once a wait is over, while the attacker
-/// gets one guess per wait.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    pub key: String,
-    pub after: u64,
-    pub window: Duration,
-    pub base: Duration,
-    pub max: Duration,
-}
-
-/// KEYS: the attempt counter, the wait's gate. ARGV: window ms, after, base ms, max ms.
-/// Returns 0 when the attempt may go ahead, else the milliseconds until the gate opens.
-const BACKOFF_SCRIPT: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-local over = n - tonumber(ARGV[2])
-if over <= 0 then return 0 end
-local wait = math.min(tonumber(ARGV[3]) * 2 ^ math.min(over - 1, 40), tonumber(ARGV[4]))
-if redis.call('SET', KEYS[2], '1', 'PX', math.max(1, math.floor(wait)), 'NX') then
-  return 0
-end
-redis.call('DECR', KEYS[1])
-return math.max(1, redis.call('PTTL', KEYS[2]))
-";
-
-impl Backoff {
-    fn gate(&self) -> String {
-        format!("{}:gate", self.key)
-    }
-
-    /// Counts one attempt; `Some(seconds)` when it must wait that long first. Atomic (one
-    /// script), so concurrent attempts past the ceiling get one pass per wait between them.
-    pub async fn hit(&self, redis: &RedisClient) -> Result<Option<u64>, RedisError> {
-        let mut conn = redis.conn().await?;
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
-        let wait_ms: u64 = redis
-            .bounded(
-                redis::Script::new(BACKOFF_SCRIPT)
-                    .key(&self.key)
-                    .key(self.gate())
-                    .arg(ms(self.window))
-                    .arg(self.after)
-                    .arg(ms(self.base))
-                    .arg(ms(self.max))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok((wait_ms > 0).then(|| wait_ms.div_ceil(1000)))
-    }
-
-    /// Gives back one attempt that passed but was never checked (the check itself failed:
-    /// no hashing slot, a dependency down), so an outage does not push the account into
-    /// its backoff.
-    pub async fn release(&self, redis: &RedisClient) -> Result<(), RedisError> {
-        let mut conn = redis.conn().await?;
-        redis
-            .bounded(
-                redis::cmd("DECR")
-                    .arg(&self.key)
-                    .query_async::<()>(&mut conn),
-            )
-            .await
-    }
-
-    /// Forgets the attempts and any wait (the right password was given).
-    pub async fn reset(&self, redis: &RedisClient) -> Result<(), RedisError> {
-        let mut conn = redis.conn().await?;
-        redis
-            .bounded(
-                redis::cmd("DEL")
-                    .arg(&self.key)
-                    .arg(self.gate())
-                    .query_async::<()>(&mut conn),
-            )
-            .await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Request rate limits: GCRA in Redis, one decision per script call, shared by every instance.
-//
-// Written here rather than taken from a crate: the Redis GCRA crates (redis-rate,
-// tower-rate-limit-redis, throttle-kit) each open their own connection or bring their own
-// tower layer, so none goes through `RedisClient::bounded` (the deadline every Redis call here
-// has), none reports what the draft headers need (remaining and reset) together with the
-// decision, and none has a fallback for an outage. The algorithm itself is a dozen lines of Lua.
-// The in-memory limiter used while Redis is away is `governor`'s.
-
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::{DefaultKeyedRateLimiter, Quota};
-
 use crate::config::rate_limits::{PolicyLimit, RateLimitsConfig};
+use crate::redis_client::{RedisClient, RedisError};
 
 /// KEYS: the key's theoretical arrival time (TAT, Unix microseconds). ARGV: the emission
 /// interval (µs: the window over the quota), the quota (the burst: how many may pass at once).
@@ -241,6 +94,15 @@ impl Policy {
         }
     }
 
+    /// Whether a route under this policy counts its callers by client address even when they
+    /// are signed in. Signup and login are for callers without an account to speak for them:
+    /// counted by the session's account, each signup's new session would bring a fresh
+    /// allowance for the next. (The password policy counts by account, except on the reset
+    /// routes, which ask for it by address: `http::rate_limit::RoutePolicy::by_address`.)
+    pub fn by_address(self) -> bool {
+        matches!(self, Self::Signup | Self::Login)
+    }
+
     /// What the policy does while Redis is away. Signup and login fail closed: they are what
     /// credential stuffing and account farming hammer, and a per-instance allowance would
     /// multiply by the instances an attacker spreads over. Everything else keeps being served
@@ -302,14 +164,9 @@ pub enum Verdict {
     Unavailable { retry_after_secs: u64 },
 }
 
-type LocalLimiter = DefaultKeyedRateLimiter<String, StateInformationMiddleware>;
-
 /// How long after a failed Redis call decisions are made locally without asking Redis again:
 /// while Redis hangs, each request would otherwise wait out the Redis timeout first.
 const OUTAGE_HOLD_MS: u64 = 1_000;
-
-/// Past this many keys, the local limiters forget the keys whose allowance is whole again.
-const LOCAL_KEYS_SWEEP_AT: usize = 10_000;
 
 /// The API's rate limiter: policies from configuration, decisions in Redis, a local limiter
 /// per policy for outages. Cheap to clone.
@@ -321,7 +178,7 @@ pub struct RateLimiter {
 struct Inner {
     redis: RedisClient,
     config: RateLimitsConfig,
-    local: Vec<(Policy, LocalLimiter, u64)>,
+    local: Vec<(Policy, local::Local)>,
     /// Milliseconds since `epoch` until which Redis is considered away.
     redis_away_until: AtomicU64,
     epoch: Instant,
@@ -335,17 +192,6 @@ impl std::fmt::Debug for RateLimiter {
     }
 }
 
-/// The local share of a limit: the quota over the instances (at least 1), in the same window.
-fn local_quota(limit: PolicyLimit, instances: u32) -> (Quota, u64) {
-    let share = (limit.quota / instances.max(1)).max(1);
-    let period = limit.window / share;
-    let burst = NonZeroU32::new(share).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(burst))
-        .allow_burst(burst);
-    (quota, u64::from(share))
-}
-
 impl RateLimiter {
     pub fn new(config: &RateLimitsConfig, redis: RedisClient) -> Self {
         for policy in Policy::ALL {
@@ -357,11 +203,9 @@ impl RateLimiter {
         let local = Policy::ALL
             .iter()
             .map(|&policy| {
-                let (quota, share) = local_quota(policy.limit(config), config.instances);
                 (
                     policy,
-                    DefaultKeyedRateLimiter::keyed(quota).with_middleware(),
-                    share,
+                    local::Local::new(policy.limit(config), config.instances),
                 )
             })
             .collect();
@@ -389,7 +233,10 @@ impl RateLimiter {
     pub async fn check(&self, policy: Policy, subject: &str) -> Verdict {
         let limit = self.limit(policy);
         let window_secs = limit.window.as_secs().max(1);
-        let result = if self.redis_away() {
+        // The hold spares the policies that have a local fallback the Redis timeout; the ones
+        // that fail closed ask Redis every time, so one slow answer refuses that request only,
+        // not a whole second of signups and logins.
+        let result = if self.redis_away() && policy.on_outage() == Outage::Local {
             None
         } else {
             match gcra(&self.inner.redis, policy, subject, limit).await {
@@ -424,7 +271,10 @@ impl RateLimiter {
                 }
             }
             Outage::Local => {
-                let decision = self.local(policy, subject);
+                let Some((_, local)) = self.inner.local.iter().find(|(p, _)| *p == policy) else {
+                    unreachable!("every policy has a local limiter");
+                };
+                let decision = local.check(subject);
                 count(
                     policy,
                     if decision.allowed {
@@ -433,15 +283,9 @@ impl RateLimiter {
                         "fallback_limited"
                     },
                 );
-                let share = self
-                    .inner
-                    .local
-                    .iter()
-                    .find(|(p, ..)| *p == policy)
-                    .map_or(1, |(.., share)| *share);
                 Verdict::Decided {
                     decision,
-                    quota: share,
+                    quota: local.share,
                     window_secs,
                 }
             }
@@ -460,38 +304,6 @@ impl RateLimiter {
         self.inner
             .redis_away_until
             .store(self.now_ms() + OUTAGE_HOLD_MS, Ordering::Relaxed);
-    }
-
-    fn local(&self, policy: Policy, subject: &str) -> Decision {
-        let Some((_, limiter, _)) = self.inner.local.iter().find(|(p, ..)| *p == policy) else {
-            return Decision {
-                allowed: true,
-                remaining: 0,
-                reset_secs: 0,
-                retry_after_secs: 0,
-            };
-        };
-        if limiter.len() > LOCAL_KEYS_SWEEP_AT {
-            limiter.retain_recent();
-        }
-        match limiter.check_key(&subject.to_owned()) {
-            Ok(state) => Decision {
-                allowed: true,
-                remaining: u64::from(state.remaining_burst_capacity()),
-                // A local decision is a stopgap: its reset is not worth a second computation.
-                reset_secs: 0,
-                retry_after_secs: 0,
-            },
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Decision {
-                    allowed: false,
-                    remaining: 0,
-                    reset_secs: wait.as_secs().max(1),
-                    retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
-                }
-            }
-        }
     }
 }
 
@@ -540,23 +352,6 @@ async fn gcra(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn limit(quota: u32, secs: u64) -> PolicyLimit {
-        PolicyLimit {
-            quota,
-            window: Duration::from_secs(secs),
-        }
-    }
-
-    #[test]
-    fn the_local_share_is_the_quota_over_the_instances_at_least_one() {
-        assert_eq!(local_quota(limit(300, 60), 3).1, 100);
-        assert_eq!(local_quota(limit(10, 600), 1).1, 10);
-        assert_eq!(local_quota(limit(2, 60), 3).1, 1);
-        let (quota, _) = local_quota(limit(6, 60), 3);
-        assert_eq!(quota.burst_size().get(), 2);
-        assert_eq!(quota.replenish_interval(), Duration::from_secs(30));
-    }
 
     #[test]
     fn signup_and_login_fail_closed_and_the_rest_fall_back_locally() {
