@@ -1,4 +1,4 @@
-//! The application cache (`scaleout serve`): aggregates kept in Redis, cache-aside, shared by
+//! The application cache (`scaleout serve`; `scaleout worker` invalidates): aggregates kept in Redis, cache-aside, shared by
 //! every instance (see `src/cache.rs`).
 //!
 //! | variable | default | meaning |
