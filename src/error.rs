@@ -459,6 +459,20 @@ const INVALID_REFERENCES: &[(&str, &str, &str)] = &[(
 /// have met a moment later.
 const VANISHED_PARENTS: &[&str] = &["tasks_project_fkey"];
 
+impl<E: Into<ApiError>> From<crate::cache::CacheError<E>> for ApiError {
+    fn from(e: crate::cache::CacheError<E>) -> Self {
+        match e {
+            // Another request's recompute is slow: running the aggregate here as well would
+            // pile the same slow query onto the database once per reader.
+            crate::cache::CacheError::Busy => Self::Overloaded {
+                what: "recomputes of this value",
+                retry_after_secs: 1,
+            },
+            crate::cache::CacheError::Compute(e) => e.into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e

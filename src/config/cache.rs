@@ -1,4 +1,4 @@
-//! The application cache (`scaleout serve`): aggregates kept in Redis, cache-aside, shared by
+//! The application cache (`scaleout serve`; `scaleout worker` invalidates): aggregates kept in Redis, cache-aside, shared by
 //! every instance (see `src/cache.rs`).
 //!
 //! | variable | default | meaning |
@@ -9,7 +9,7 @@
 //! | `STATS_CACHE_JITTER_PERCENT` | `20` | Each entry's freshness is lengthened by a random 0..this percent, so entries filled together do not expire together |
 //! | `STATS_CACHE_STALE_SECS` | `30` | After its freshness, an entry is still served while one request recomputes it (stale-while-revalidate); an invalidated entry never is |
 //! | `STATS_CACHE_LOCK_MS` | `5000` | Lifetime of the recompute lock: at most one recompute per entry runs within it |
-//! | `STATS_CACHE_WAIT_MS` | `2000` | How long a read waits for another's recompute before computing from the database itself |
+//! | `STATS_CACHE_WAIT_MS` | `2000` | How long a read waits for another's recompute; past it the read gets the stale value, else 503 with Retry-After (it never runs the aggregate itself) |
 
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ pub const VARS: &[Var] = &[
     Var {
         name: "STATS_CACHE_WAIT_MS",
         default: Fallback::Value("2000"),
-        about: "How long a read waits for another's recompute before computing from the database itself",
+        about: "How long a read waits for another's recompute; past it the read gets the stale value, else 503 with Retry-After (it never runs the aggregate itself)",
     },
 ];
 

@@ -16,7 +16,7 @@
 //! | [`shutdown`] | draining and grace after SIGTERM | serve, worker |
 //! | [`database`] | primary, replica, pools, replica lag, read-your-writes | serve, worker, migrate |
 //! | [`redis`] | sessions, rate limits, write positions | serve, worker |
-//! | [`cache`] | the application cache in Redis: freshness, jitter, stampede lock | serve |
+//! | [`cache`] | the application cache in Redis: freshness, jitter, stampede lock | serve, worker (invalidations) |
 //! | [`storage`] | the S3-compatible bucket | serve, worker |
 //! | [`files`] | upload sizes, types and URL lifetimes | serve, worker |
 //! | [`capacity`] | password hashes and uploads in flight per instance | serve |
@@ -373,6 +373,8 @@ pub struct WorkerConfig {
     pub shutdown: ShutdownConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    /// The cache's Redis, which the jobs' invalidations must reach.
+    pub cache: CacheConfig,
     pub storage: StorageConfig,
     pub files: FilesConfig,
     pub ready: ReadyConfig,
@@ -388,6 +390,7 @@ impl WorkerConfig {
             shutdown: ShutdownConfig::from_source(source)?,
             database: DatabaseConfig::from_source(source)?,
             redis: RedisConfig::from_source(source)?,
+            cache: CacheConfig::from_source(source, &RedisConfig::from_source(source)?)?,
             storage: StorageConfig::from_source(source)?,
             files: FilesConfig::from_source(source)?,
             ready: ReadyConfig::from_source(source)?,

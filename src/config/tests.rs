@@ -250,6 +250,21 @@ fn the_declared_defaults_make_a_working_configuration() {
     );
 }
 
+/// The worker invalidates cache entries: it must reach the server the instances read them
+/// from, which `CACHE_REDIS_URL` may make another than the sessions'.
+#[test]
+fn the_worker_reads_the_caches_redis() {
+    let mut vars: HashMap<String, String> = env_example()
+        .into_iter()
+        .filter(|e| declared().any(|v| v.name == e.name && v.default == Fallback::Required))
+        .map(|e| (e.name, e.value))
+        .collect();
+    vars.insert("CACHE_REDIS_URL".into(), "redis://cache:6379/".into());
+    let worker = WorkerConfig::from_source(&vars).expect("valid");
+    assert_eq!(worker.cache.redis.url.expose(), "redis://cache:6379/");
+    assert_ne!(worker.redis.url.expose(), worker.cache.redis.url.expose());
+}
+
 #[test]
 fn no_variable_is_declared_twice() {
     let mut seen = BTreeSet::new();

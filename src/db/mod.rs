@@ -258,10 +258,15 @@ impl Db {
         }
     }
 
-    /// The primary's WAL position now: after a commit, at least the commit's. What a cache
-    /// invalidation records, so that no refill reads a server that has not replayed it.
+    /// The primary's WAL insert position now: after a commit, at least the commit's. What a
+    /// cache invalidation records, so that no refill reads a server that has not replayed it:
+    /// the same position read-your-writes records (`Db::wrote`), so both rules agree on
+    /// when a replica has a write.
     pub async fn primary_position(&self) -> Result<Lsn, sqlx::Error> {
-        current_position(&self.0.primary).await
+        let lsn = sqlx::query_scalar!(r#"select pg_current_wal_insert_lsn()::text as "lsn!""#)
+            .fetch_one(&self.0.primary)
+            .await?;
+        parse_lsn(&lsn)
     }
 
     /// The caller's last recorded write position: what a job enqueued now should carry.

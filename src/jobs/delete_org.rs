@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::worker::JobContext;
 use crate::db::{Write, Writer};
 use crate::files;
-use crate::workspace::{comments, events, invitations, members, orgs, projects, stats, tasks};
+use crate::workspace::{comments, events, invitations, members, orgs, projects, tasks};
 
 /// Rows per delete statement.
 pub const BATCH: i64 = 1000;
@@ -102,7 +102,7 @@ pub async fn leave_all(ctx: &JobContext<'_>, user: Uuid) -> anyhow::Result<()> {
     write.commit().await?;
     for org in &standing {
         // One fewer member (and tasks unassigned): the organizations' dashboards changed.
-        stats::invalidate(db, &ctx.state.redis, org.org_id).await;
+        ctx.state.stats.invalidate(org.org_id).await;
     }
     tracing::info!(memberships = left, "left every organization");
     Ok(())

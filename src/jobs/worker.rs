@@ -32,8 +32,8 @@ use crate::accounts::session::Sessions;
 use crate::config::WorkerConfig;
 use crate::db::Db;
 use crate::email::Mailer;
-use crate::redis_client::RedisClient;
 use crate::storage::Storage;
+use crate::workspace::stats::StatsCache;
 
 /// What jobs can reach.
 #[derive(Debug, Clone)]
@@ -43,8 +43,9 @@ pub struct JobState {
     pub storage: Storage,
     pub sessions: Sessions,
     pub mailer: Mailer,
-    /// For the cache invalidations of the writes jobs make.
-    pub redis: RedisClient,
+    /// The dashboard cache, on the cache's Redis (`CACHE_REDIS_URL`), for the invalidations
+    /// of the writes jobs make.
+    pub stats: StatsCache,
 }
 
 /// One run of one job.

@@ -21,6 +21,7 @@ use crate::jobs::{self, worker::JobState};
 use crate::redis_client::RedisClient;
 use crate::shutdown::{Lifecycle, shutdown_signal};
 use crate::storage::Storage;
+use crate::workspace::stats::StatsCache;
 
 /// The subcommand, and the `process` label of this process' logs and metrics.
 pub const NAME: &str = "worker";
@@ -85,7 +86,13 @@ pub async fn run_until(
         storage: Storage::new(&config.storage),
         sessions: Sessions::new(&config.redis, redis.clone())?,
         mailer: Mailer::new(&config.smtp)?,
-        redis,
+        // The cache's own client: the invalidations must reach the server the API instances
+        // read the entries from, which may not be the sessions' (CACHE_REDIS_URL).
+        stats: StatsCache::new(
+            db.clone(),
+            RedisClient::new(&config.cache.redis)?,
+            config.cache.clone(),
+        ),
     };
     let health = Router::new()
         .route("/health", get(worker_health))

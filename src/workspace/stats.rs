@@ -16,9 +16,8 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::cache::{self, Cache, Source};
+use crate::cache::{Cache, CacheError, Source};
 use crate::config::CacheConfig;
-use crate::db::lsn::Lsn;
 use crate::db::{Caller, Db};
 use crate::redis_client::RedisClient;
 
@@ -55,10 +54,11 @@ pub struct ProjectStats {
     pub done: i64,
 }
 
+/// An assignee by id only: a name would be cached with the dashboard, and renaming an account
+/// does not invalidate the dashboards of its organizations (`GET /users/{id}` has the name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AssigneeStats {
     pub user_id: Uuid,
-    pub name: Option<String>,
     pub open: i64,
 }
 
@@ -137,9 +137,9 @@ pub async fn compute(db: impl PgExecutor<'_>, org: Uuid) -> Result<OrgStats, sql
                        'doing', coalesce((select n from counts c where c.project_id = l.id and c.status = 'doing'), 0),
                        'done', coalesce((select n from counts c where c.project_id = l.id and c.status = 'done'), 0))
                      order by l.id) from listed l), '[]') as projects,
-           coalesce((select json_agg(json_build_object('user_id', o.assignee_id, 'name', u.name, 'open', o.n)
+           coalesce((select json_agg(json_build_object('user_id', o.assignee_id, 'open', o.n)
                      order by o.n desc, o.assignee_id)
-                       from open_tasks o left join users u on u.id = o.assignee_id), '[]')
+                       from open_tasks o), '[]')
              as open_tasks_by_assignee,
            coalesce((select json_agg(json_build_object('day', a.day, 'events', a.n) order by a.day)
                        from activity a), '[]') as activity",
@@ -164,26 +164,32 @@ pub async fn compute(db: impl PgExecutor<'_>, org: Uuid) -> Result<OrgStats, sql
 }
 
 /// The dashboard through the cache: per organization, invalidated by writes, recomputed by one
-/// request at a time, read from the database when Redis is away (see `crate::cache`).
+/// request at a time, read from the database when Redis is away (see `crate::cache`). The
+/// API instances and the worker (which invalidates) each hold one, on the cache's Redis
+/// (`CACHE_REDIS_URL`).
 #[derive(Debug, Clone)]
 pub struct StatsCache {
     db: Db,
-    redis: RedisClient,
     cache: Cache,
 }
 
 impl StatsCache {
+    /// `redis`: the cache's client (`CacheConfig::redis`), not the sessions'.
     pub fn new(db: Db, redis: RedisClient, config: CacheConfig) -> Self {
         Self {
-            cache: Cache::new(CACHE, redis.clone(), config),
+            cache: Cache::new(CACHE, redis, config),
             db,
-            redis,
         }
     }
 
     /// `org`'s dashboard as `caller` may read it: never older than the caller's own writes
-    /// nor than any write whose invalidation has run.
-    pub async fn read(&self, caller: &Caller, org: Uuid) -> Result<OrgStats, sqlx::Error> {
+    /// nor than any write whose invalidation has run. [`CacheError::Busy`] when another
+    /// request's recompute outlasts `STATS_CACHE_WAIT_MS` and nothing stale can be served.
+    pub async fn read(
+        &self,
+        caller: &Caller,
+        org: Uuid,
+    ) -> Result<OrgStats, CacheError<sqlx::Error>> {
         let db = &self.db;
         self.cache
             .get(&org.to_string(), |source| async move {
@@ -194,6 +200,8 @@ impl StatsCache {
                         db.read_after(position, |pool| async move { compute(&pool, org).await })
                             .await
                     }
+                    // Past invalidations' positions are unknown: only the primary is sure.
+                    Source::Primary => compute(db.read_primary(), org).await,
                     Source::Caller => {
                         db.read(caller, |pool| async move { compute(&pool, org).await })
                             .await
@@ -203,26 +211,26 @@ impl StatsCache {
             .await
     }
 
-    /// Voids `org`'s dashboard on every instance: call once the write that changed it has
-    /// committed. Never fails (see [`invalidate`]).
+    /// Voids `org`'s dashboard on every instance, recording the primary's WAL insert position
+    /// read now (after the caller's commit, so at least the commit's): later recomputes read a
+    /// server that has replayed it. Call once the write that changed it has committed. If the
+    /// position cannot be read, only the next recompute reads the primary. Runs to its end
+    /// even if the caller is dropped (see [`Cache::invalidate_after`]); never fails.
     pub async fn invalidate(&self, org: Uuid) {
-        invalidate(&self.db, &self.redis, org).await;
+        let db = self.db.clone();
+        let position = async move {
+            match db.primary_position().await {
+                Ok(position) => Some(position),
+                Err(e) => {
+                    tracing::warn!(error = %e, "write position unknown; the next recompute reads the primary");
+                    None
+                }
+            }
+        };
+        self.cache
+            .invalidate_after(&org.to_string(), position)
+            .await;
     }
-}
-
-/// Voids `org`'s dashboard, recording the primary's WAL position now (after the caller's
-/// commit, so at least the commit's): later recomputes read a server that has replayed it. If
-/// the position cannot be read, the highest one is recorded: recomputes then read the primary
-/// until the version expires, which is slower but never stale.
-pub async fn invalidate(db: &Db, redis: &RedisClient, org: Uuid) {
-    let position = match db.primary_position().await {
-        Ok(position) => position,
-        Err(e) => {
-            tracing::warn!(error = %e, "write position unknown; cache recomputes will read the primary");
-            Lsn(u64::MAX)
-        }
-    };
-    cache::invalidate(redis, CACHE, &org.to_string(), position).await;
 }
 
 #[cfg(test)]

@@ -163,6 +163,54 @@ async fn a_refill_while_the_replica_lags_stores_the_change_not_the_replicas_view
     );
 }
 
+/// The version of an entry (the positions its invalidations recorded) is lost, as when
+/// `allkeys-lru` evicts it or Redis restarts without persistence, together with a change whose
+/// invalidation it held. The refill reads the primary: the replica, lagging, has not replayed
+/// that change, and what it would give would be stored for a whole TTL.
+#[tokio::test]
+async fn a_refill_after_the_version_is_lost_reads_the_primary() {
+    let instances = instance_urls();
+    let owner = signed_up(&instances[0], &TestUser::new()).await;
+    let org = new_org(&owner).await;
+    let project = new_project(&owner, org).await;
+    let task = id_of(&new_task(&owner, org, project, json!({"title": "a"})).await);
+    replica_caught_up().await;
+    let warm = stats(&owner, org).await;
+    assert_eq!(warm["projects"][0]["todo"], 1, "{warm}");
+
+    let paused = ReplayPaused::start().await;
+    // The change whose invalidation the lost version held: written directly, so that only the
+    // version's loss (not an invalidation) voids the entry.
+    sqlx::query("update tasks set status = 'doing' where id = $1")
+        .bind(task)
+        .execute(&pool("DATABASE_URL").await)
+        .await
+        .expect("updates");
+    let on_replica: String = sqlx::query_scalar("select status from tasks where id = $1")
+        .bind(task)
+        .fetch_one(&pool("DATABASE_REPLICA_URL").await)
+        .await
+        .expect("answers");
+    assert_eq!(on_replica, "todo", "the replica really lags");
+    let client = redis::Client::open(env("REDIS_URL")).expect("a Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis answers");
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("cache:stats:{{{org}}}:v"))
+        .query_async(&mut conn)
+        .await
+        .expect("deleted");
+    assert_eq!(deleted, 1, "the version existed");
+
+    // Another instance, and a user with no write of their own pending: a plain reader.
+    let refilled = stats(&owner.via(&instances[2]), org).await;
+    paused.resume();
+    assert_ne!(refilled["computed_at"], warm["computed_at"], "a refill");
+    assert_eq!(refilled["projects"][0]["doing"], 1, "{refilled}");
+}
+
 /// A Redis server of the cache's own (`CACHE_REDIS_URL`), started for one test, so that it can
 /// hang and die while the sessions' Redis stays up. Killed when dropped.
 struct CacheRedis {

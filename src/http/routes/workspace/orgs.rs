@@ -556,10 +556,11 @@ async fn activity(
     Ok(axum::Json(EventPage::new(items, next)))
 }
 
-/// The organization's dashboard: tasks per status per project, open tasks per assignee, the
-/// member count and the last 7 days of activity. Served from a shared cache; any change to the
-/// organization, through any instance, is in the next answer (`computed_at` tells when the
-/// answer was computed).
+/// The organization's dashboard: tasks per status per project, open tasks per assignee (by
+/// id), the member count and the last 7 days of activity. Served from a shared cache; any
+/// change to the organization's projects, tasks, members or activity, through any instance,
+/// is in the next answer (`computed_at` tells when the answer was computed). While another
+/// request recomputes it for longer than `STATS_CACHE_WAIT_MS`, 503 with `Retry-After`.
 #[utoipa::path(
     get, path = "/orgs/{org_id}/stats", tag = TAG,
     security(("session" = [])),
