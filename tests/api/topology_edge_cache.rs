@@ -42,7 +42,27 @@ async fn cache_status_and_body(r: reqwest::Response) -> (StatusCode, String, Str
 async fn fresh_profile() -> (crate::helpers::Api, String) {
     let api = signed_up(&edge_url(), &TestUser::new()).await;
     let path = format!("/api/v1/users/{}", my_id(&api).await);
+    readable_anonymously(&path).await;
     (api, path)
+}
+
+/// Waits until an anonymous read of `path` answers 200 straight from an instance (not through
+/// the edge, whose cache it must not touch): anonymous reads go to a replica, which may not
+/// have a new account yet, and until then the edge would get (and not store) a 404.
+async fn readable_anonymously(path: &str) {
+    let url = format!("{}{path}", instance_urls().remove(0));
+    eventually(
+        "the profile on the replica",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move {
+                let r = client().get(url).send().await.ok()?;
+                (r.status() == StatusCode::OK).then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 /// The plans as the edge holds them: asked until answered from the cache (an entry past its
@@ -146,6 +166,7 @@ async fn nothing_personal_is_cached_at_the_edge() {
     let api = signed_up(&edge_url(), &user).await;
     let id = my_id(&api).await;
     let path = format!("/api/v1/users/{id}");
+    readable_anonymously(&path).await;
 
     // With a session cookie: never answered from the cache, never stored.
     for _ in 0..2 {
@@ -236,6 +257,7 @@ async fn a_changed_public_profile_shows_at_the_edge_within_its_max_age() {
     let id = my_id(&api).await;
     let path = format!("/api/v1/users/{id}");
 
+    readable_anonymously(&path).await;
     let first = client()
         .get(format!("{}{path}", edge_url()))
         .send()
