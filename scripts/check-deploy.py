@@ -156,9 +156,9 @@ def check_resources(where: str, container: dict) -> None:
             fail(where, f"resources.{kind}.{key} is not set")
 
 
-def check_probes(where: str, container: dict) -> None:
+def check_probes(where: str, container: dict, readiness: str) -> None:
     ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
-    expected = {"livenessProbe": "/health", "readinessProbe": "/ready", "startupProbe": "/health"}
+    expected = {"livenessProbe": "/health", "readinessProbe": readiness, "startupProbe": "/health"}
     for probe, path in expected.items():
         spec = container.get(probe)
         if not spec:
@@ -209,6 +209,14 @@ def check_policy(label: str, objects: list[dict]) -> None:
         fail(label, "the overlay does not have exactly the serve and worker Deployments")
     if not any(o["kind"] == "Job" for o in ours):
         fail(label, "no migrate Job")
+    # Every namespaced object in one namespace: an overlay's own additions (backing services,
+    # their Secrets) left without one land in the kubectl context's namespace, where the
+    # instances cannot find them by short name.
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                      "APIService", "PriorityClass", "StorageClass", "IngressClass"}
+    namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] not in cluster_scoped}
+    if len(namespaces) != 1 or None in namespaces:
+        fail(label, f"namespaced objects are not all in one namespace: {sorted(map(str, namespaces))}")
 
     # Pods that receive traffic from the Ingress: the pods behind the Services it routes to.
     routed_selectors = []
@@ -231,7 +239,10 @@ def check_policy(label: str, objects: list[dict]) -> None:
             check_security(where, pod, c)
             check_resources(where, c)
             if obj["kind"] != "Job":
-                check_probes(where, c)
+                # serve's readiness is /ready (traffic goes only to ready instances); a worker
+                # gets no traffic, so its readiness is its own health, not its dependencies'.
+                worker = obj["metadata"]["name"].endswith("worker")
+                check_probes(where, c, "/health" if worker else "/ready")
         if pod.get("automountServiceAccountToken") is not False:
             fail(f"{label}: {name(obj)}", "automountServiceAccountToken is not false")
         # Every pod of ours is under a NetworkPolicy that restricts its ingress.
@@ -428,6 +439,8 @@ MUTATIONS = [
      ["triggers"][0]["metadata"].update(query="select 1"), "apalis.jobs"),
     ("replicas set", lambda o: _find(o, "Deployment", "scaleout-serve")["spec"].update(replicas=3),
      "spec.replicas"),
+    ("an object without a namespace", lambda o: _find(o, "Deployment", "scaleout-worker")["metadata"]
+     .pop("namespace"), "not all in one namespace"),
     ("/ready public", lambda o: _find(o, "Ingress", "scaleout")["spec"]["rules"][0]["http"]["paths"][0]
      .update(path="/ready"), "must not be public"),
     ("migrate not a hook", lambda o: _find(o, "Job", "scaleout-migrate")["metadata"]["annotations"]
