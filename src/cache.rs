@@ -257,16 +257,22 @@ impl Cache {
         // Missing: one request of this instance at a time goes on (the others would only
         // poll Redis for the same recompute); the next finds what it stored. A stale value
         // needs no wait: it is served while one request recomputes.
-        let _flight = if first.value.is_none() {
+        let mut first = Some(first);
+        let _flight = if first.as_ref().is_some_and(|f| f.value.is_none()) {
             let flight = self.flights.of(id);
             match tokio::time::timeout_at(deadline, flight.lock_owned()).await {
-                Ok(guard) => Some(guard),
+                Ok(guard) => {
+                    // A request ahead of this one may have stored the value while this one
+                    // waited (or since its look): what it saw before is out of date, and
+                    // acting on it would run the aggregate once per queued request.
+                    first = None;
+                    Some(guard)
+                }
                 Err(_) => return self.busy(None),
             }
         } else {
             None
         };
-        let mut first = Some(first);
         loop {
             let look = match first.take() {
                 Some(look) => look,

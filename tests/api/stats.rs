@@ -336,6 +336,38 @@ async fn while_another_recompute_holds_the_lock_readers_get_the_stale_value_or_w
     assert_eq!(cache.get(&id, value(8)).await, Ok(7), "and it stored");
 }
 
+/// Concurrent misses of one instance run the aggregate once: the request that recomputes
+/// stores the value, and the ones queued behind it look again and find it.
+#[tokio::test]
+async fn concurrent_misses_on_one_instance_run_the_aggregate_once() {
+    let config = test_config(&[]);
+    let redis = scaleout::redis_client::RedisClient::new(&config.redis).expect("redis");
+    let cache = Cache::new("test", redis, config.cache.clone());
+    let id = Uuid::new_v4().to_string();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..10)
+        .map(|_| {
+            let runs = runs.clone();
+            cache.get(&id, move |_: Source| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    // A slow aggregate: the other readers arrive while it runs.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<u32, ()>(7)
+                }
+            })
+        })
+        .collect();
+    let answers = futures_util::future::join_all(readers).await;
+    assert!(answers.iter().all(|a| *a == Ok(7)), "{answers:?}");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "one aggregate for ten readers"
+    );
+}
+
 /// A missing version (evicted, or lost with a Redis restart) loses the positions of past
 /// invalidations: the refill reads the primary and recreates the version. After an
 /// invalidation whose position was unknown, only the next recompute reads the primary.
