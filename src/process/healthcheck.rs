@@ -39,10 +39,12 @@ pub fn check(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     stream
         .set_write_timeout(Some(left()?))
         .and_then(|()| {
-            write!(
-                stream,
-                "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )
+            // One write: `write!` would send the request in pieces, and a peer that answers
+            // after the first piece and closes would reset the connection before the answer
+            // is read.
+            let request =
+                format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes())
         })
         .map_err(|e| format!("cannot send to {addr}: {e}"))?;
     // Only the status line is needed; read until its end, at most 1 KiB.
@@ -80,8 +82,16 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         thread::spawn(move || {
             if let Ok((mut socket, _)) = listener.accept() {
-                let mut request = [0u8; 512];
-                let _ = socket.read(&mut request);
+                // The whole request, as a server would read it: closing with part of it
+                // unread would reset the connection under the answer.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 512];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 match answer {
                     Some(answer) => {
                         let _ = socket.write_all(answer.as_bytes());
